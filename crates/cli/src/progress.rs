@@ -1,0 +1,37 @@
+//! Progress bars for long work, shown only when stderr is a terminal.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// An indicatif bar behind the format crate's [`avail_format::Progress`].
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    /// A byte-counting bar with a message; hidden when stderr is not a terminal.
+    pub fn new(message: &'static str) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(message);
+        Bar(bar)
+    }
+
+    /// Remove the bar from the terminal.
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl avail_format::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+
+    fn advance(&self, done: u64) {
+        self.0.inc(done);
+    }
+}

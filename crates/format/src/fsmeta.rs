@@ -1,0 +1,159 @@
+//! `FilesystemMetadata.xml`: what a zip cannot say about a Linux tree.
+//!
+//! Unix mode bits of every file and directory, symbolic links with their
+//! targets, and empty directories, so that they survive pack → stream → mount.
+//! App-V uses the same part for its own file-system facts; Avail's entries live
+//! in Avail's namespace.
+
+use crate::error::{FormatError, Result};
+use crate::manifest::AVAIL_NS;
+use crate::{names, xml};
+
+/// The part name.
+pub const PART: &str = "FilesystemMetadata.xml";
+const NAMESPACE: &str = "http://schemas.microsoft.com/appv/2010/FilesystemMetadata";
+
+/// What a path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Directory,
+    /// A regular file (its bytes are a payload file of the same name).
+    File,
+    /// A symbolic link.
+    Symlink {
+        /// The link's target, as stored on disk.
+        target: String,
+    },
+}
+
+/// One path of the payload tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Package name (`Root\…`).
+    pub name: String,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+}
+
+/// The parsed part.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilesystemMetadata {
+    /// Entries, parents before children.
+    pub entries: Vec<Entry>,
+}
+
+impl FilesystemMetadata {
+    /// Parse the part.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let root = xml::parse(PART, bytes)?;
+        if root.name != "Metadata" {
+            return Err(FormatError::xml(PART, "the root element is not <Metadata>"));
+        }
+        let mut entries = Vec::new();
+        for e in &root.children {
+            if e.namespace.as_deref() != Some(AVAIL_NS) {
+                continue;
+            }
+            let name = e
+                .attr("Name")
+                .ok_or_else(|| FormatError::xml(PART, "entry without Name"))?;
+            names::check_package_name(name)?;
+            let mode = e
+                .attr("Mode")
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    FormatError::xml(PART, format!("{name}: missing or invalid octal Mode"))
+                })?;
+            let kind = match e.name.as_str() {
+                "Directory" => EntryKind::Directory,
+                "File" => EntryKind::File,
+                "Symlink" => {
+                    let target = e
+                        .attr("Target")
+                        .filter(|t| !t.is_empty() && !t.contains('\0'))
+                        .ok_or_else(|| {
+                            FormatError::xml(
+                                PART,
+                                format!("{name}: symlink without a valid Target"),
+                            )
+                        })?;
+                    EntryKind::Symlink {
+                        target: target.to_owned(),
+                    }
+                }
+                other => return Err(FormatError::xml(PART, format!("unknown entry <{other}>"))),
+            };
+            entries.push(Entry {
+                name: name.to_owned(),
+                kind,
+                mode,
+            });
+        }
+        Ok(FilesystemMetadata { entries })
+    }
+
+    /// The document, as Avail writes it.
+    pub fn to_xml(&self) -> String {
+        let mut out = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Metadata xmlns=\"{NAMESPACE}\" xmlns:avail=\"{AVAIL_NS}\">\n"
+        );
+        for e in &self.entries {
+            let name = xml::escape(&e.name);
+            match &e.kind {
+                EntryKind::Directory => out.push_str(&format!(
+                    "  <avail:Directory Name=\"{name}\" Mode=\"{:o}\"/>\n",
+                    e.mode
+                )),
+                EntryKind::File => out.push_str(&format!(
+                    "  <avail:File Name=\"{name}\" Mode=\"{:o}\"/>\n",
+                    e.mode
+                )),
+                EntryKind::Symlink { target } => out.push_str(&format!(
+                    "  <avail:Symlink Name=\"{name}\" Mode=\"{:o}\" Target=\"{}\"/>\n",
+                    e.mode,
+                    xml::escape(target)
+                )),
+            }
+        }
+        out.push_str("</Metadata>\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let meta = FilesystemMetadata {
+            entries: vec![
+                Entry {
+                    name: "Root\\opt".into(),
+                    kind: EntryKind::Directory,
+                    mode: 0o755,
+                },
+                Entry {
+                    name: "Root\\opt\\x".into(),
+                    kind: EntryKind::File,
+                    mode: 0o4755,
+                },
+                Entry {
+                    name: "Root\\opt\\l".into(),
+                    kind: EntryKind::Symlink {
+                        target: "../x & y".into(),
+                    },
+                    mode: 0o777,
+                },
+            ],
+        };
+        assert_eq!(
+            FilesystemMetadata::parse(meta.to_xml().as_bytes()).unwrap(),
+            meta
+        );
+    }
+}
