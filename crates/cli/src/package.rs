@@ -80,6 +80,9 @@ pub struct PackArgs {
     /// Compression level 0–9 (0 stores everything).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     level: u32,
+    /// Write zip64 headers for every file, even small ones (for tools that insist on them).
+    #[arg(long)]
+    zip64: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -153,7 +156,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         publishing: args.fb0,
         primary: args.fb1,
         level: args.level,
-        force_zip64: false,
+        force_zip64: args.zip64,
     };
     let bar = Bar::new("pack");
     let result = avail_format::pack(&args.dir, &args.output, &options, &bar);

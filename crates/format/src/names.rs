@@ -55,21 +55,21 @@ pub fn from_zip_name(raw: &[u8]) -> Result<String> {
     if raw.contains(&b'\\') {
         return Err(hostile("a zip part name must not contain a backslash"));
     }
-    std::str::from_utf8(raw).map_err(|_| hostile("not valid UTF-8"))?;
-    let decoded = percent_decode(raw)
-        .decode_utf8()
-        .map_err(|_| hostile("percent-decodes to invalid UTF-8"))?;
-    if decoded.contains('\\') {
-        return Err(hostile("an encoded backslash in a part name"));
-    }
-    let mut out = String::with_capacity(decoded.len());
-    for (i, segment) in decoded.split('/').enumerate() {
+    let raw = std::str::from_utf8(raw).map_err(|_| hostile("not valid UTF-8"))?;
+    let mut out = String::with_capacity(raw.len());
+    for (i, segment) in raw.split('/').enumerate() {
+        let decoded = percent_decode(segment.as_bytes())
+            .decode_utf8()
+            .map_err(|_| hostile("percent-decodes to invalid UTF-8"))?;
+        if decoded.contains(['/', '\\']) {
+            return Err(hostile("a percent-encoded path separator"));
+        }
         if i > 0 {
             out.push('\\');
         }
-        out.push_str(segment);
+        out.push_str(&decoded);
     }
-    check(&out).map_err(|reason| hostile(reason))?;
+    check(&out).map_err(hostile)?;
     Ok(out)
 }
 

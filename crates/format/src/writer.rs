@@ -190,6 +190,11 @@ fn scan(dir: &Path) -> Result<(Vec<Input>, FilesystemMetadata)> {
     }
     let mut inputs = Vec::new();
     let mut meta = FilesystemMetadata::default();
+    meta.entries.push(Entry {
+        name: "Root".into(),
+        kind: EntryKind::Directory,
+        mode: root_meta.mode() & 0o7777,
+    });
     let walk = walkdir::WalkDir::new(dir)
         .follow_links(false)
         .min_depth(1)

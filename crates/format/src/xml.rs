@@ -137,7 +137,7 @@ pub fn parse(part: &str, bytes: &[u8]) -> Result<Element> {
 /// UTF-16 with a byte-order mark, as App-V's tools write either.
 pub fn decode_text(bytes: &[u8]) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
     let utf16 = |rest: &[u8], from: fn([u8; 2]) -> u16| {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err("UTF-16 text with an odd number of bytes".to_owned());
         }
         let units: Vec<u16> = rest.chunks_exact(2).map(|c| from([c[0], c[1]])).collect();
