@@ -1,0 +1,204 @@
+//! Avail's two databases, as App-V has them: the Management DB (packages,
+//! entitlements, connection groups, the directory, publishing servers,
+//! administrators, the change sequence) and the Reporting DB (raw reports and
+//! App-V's ClientInformation, PackageInformation and ApplicationUsage tables).
+//!
+//! Callers see narrow, domain-shaped async traits ([`ManagementStore`],
+//! [`ReportingStore`]) and the types in [`model`]; SQLite (the embedded
+//! default, `rusqlite`) and PostgreSQL (`tokio-postgres` with a `deadpool`
+//! pool, for high availability) stay behind them. A PostgreSQL URL may name
+//! several hosts with `target_session_attrs=read-write`: that is App-V's
+//! "failover partner", and the store carries on through a failover without being
+//! reopened. The schema comes from the numbered scripts under `sql/`.
+
+mod error;
+pub mod model;
+mod postgres;
+mod schema;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use error::{Result, StoreError};
+pub use schema::DatabaseKind;
+
+use model::*;
+
+/// The Management DB.
+#[async_trait]
+pub trait ManagementStore: Send + Sync {
+    /// The current change sequence; every change to the catalog increases it.
+    async fn change_sequence(&self) -> Result<i64>;
+
+    /// Record an imported package version. Idempotent on `version_id`: the same
+    /// file again returns the existing row (`created == false`); a different file
+    /// (another SHA-256) under a known VersionId is a conflict.
+    async fn add_package_version(
+        &self,
+        version: NewPackageVersion,
+    ) -> Result<Added<PackageVersion>>;
+    /// One version.
+    async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion>;
+    /// Versions, oldest first.
+    async fn list_package_versions(&self, filter: &PackageFilter) -> Result<Vec<PackageVersion>>;
+    /// Publish or unpublish a version.
+    async fn set_published(&self, version_id: Uuid, published: bool) -> Result<PackageVersion>;
+    /// Remove a version (with its entitlements and configuration); returns what was removed.
+    /// A version that a connection group names explicitly is a conflict.
+    async fn remove_package_version(&self, version_id: Uuid) -> Result<PackageVersion>;
+    /// Set or clear the deployment configuration of a version.
+    async fn set_deployment_config(&self, version_id: Uuid, config: Option<String>) -> Result<()>;
+    /// The deployment configuration of a version.
+    async fn deployment_config(&self, version_id: Uuid) -> Result<Option<String>>;
+    /// Entitle a group to a version (again: replaces its user configuration).
+    async fn grant(&self, version_id: Uuid, group: &str, user_config: Option<String>)
+    -> Result<()>;
+    /// Remove a group's entitlement.
+    async fn revoke(&self, version_id: Uuid, group: &str) -> Result<()>;
+    /// The groups entitled to a version.
+    async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>>;
+    /// Copy entitlements and/or configuration from one version to another (upgrade with transfer).
+    async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()>;
+
+    /// Create an empty, unpublished connection group.
+    async fn create_connection_group(&self, name: &str, priority: i32) -> Result<ConnectionGroup>;
+    /// One connection group.
+    async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup>;
+    /// All connection groups, by priority then name.
+    async fn list_connection_groups(&self) -> Result<Vec<ConnectionGroup>>;
+    /// Change a connection group; it gets a new `version_id`.
+    async fn update_connection_group(
+        &self,
+        id: Uuid,
+        change: ConnectionGroupChange,
+    ) -> Result<ConnectionGroup>;
+    /// Delete a connection group.
+    async fn delete_connection_group(&self, id: Uuid) -> Result<()>;
+
+    /// Add a user to the directory.
+    async fn create_user(&self, name: &str) -> Result<()>;
+    /// Add a machine with the hash of its credential.
+    async fn create_machine(&self, name: &str, credential_hash: &str) -> Result<()>;
+    /// Add a group.
+    async fn create_group(&self, name: &str) -> Result<()>;
+    /// Remove a user, machine or group (and its memberships and entitlements).
+    async fn delete_principal(&self, principal: &Principal) -> Result<()>;
+    /// Names of all principals of a kind (the name in `kind` is ignored).
+    async fn list_principals(&self, kind: &Principal) -> Result<Vec<String>>;
+    /// Put a principal in a group.
+    async fn add_member(&self, group: &str, member: &Principal) -> Result<()>;
+    /// Take a principal out of a group.
+    async fn remove_member(&self, group: &str, member: &Principal) -> Result<()>;
+    /// Direct members of a group.
+    async fn members(&self, group: &str) -> Result<Vec<Principal>>;
+    /// Every group a principal is in, directly or through nested groups, sorted.
+    async fn groups_of(&self, principal: &Principal) -> Result<Vec<String>>;
+    /// The machine a credential hash belongs to.
+    async fn machine_by_credential(&self, credential_hash: &str) -> Result<Option<String>>;
+
+    /// Register a publishing server with the hash of its credential.
+    async fn register_publishing_server(
+        &self,
+        name: &str,
+        credential_hash: &str,
+    ) -> Result<PublishingServer>;
+    /// Unregister one.
+    async fn unregister_publishing_server(&self, name: &str) -> Result<()>;
+    /// All registered publishing servers.
+    async fn list_publishing_servers(&self) -> Result<Vec<PublishingServer>>;
+    /// The publishing server a credential hash belongs to.
+    async fn publishing_server_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<PublishingServer>>;
+    /// Record that a publishing server synced the catalog at `sequence`.
+    async fn record_sync(&self, name: &str, sequence: i64) -> Result<()>;
+
+    /// Add an administrator (a password hash, or none for token-only).
+    async fn add_administrator(&self, name: &str, password_hash: Option<&str>) -> Result<()>;
+    /// Remove an administrator and their tokens.
+    async fn remove_administrator(&self, name: &str) -> Result<()>;
+    /// All administrators.
+    async fn list_administrators(&self) -> Result<Vec<Administrator>>;
+    /// The password hash of an administrator, if they exist and have one.
+    async fn administrator_password_hash(&self, name: &str) -> Result<Option<String>>;
+    /// Store the hash of a new API token for an administrator.
+    async fn add_api_token(&self, admin: &str, token_hash: &str, label: &str) -> Result<()>;
+    /// The administrator an API token hash belongs to.
+    async fn administrator_by_token(&self, token_hash: &str) -> Result<Option<String>>;
+}
+
+/// The Reporting DB.
+#[async_trait]
+pub trait ReportingStore: Send + Sync {
+    /// Store reports, raw and processed, in one transaction. Idempotent on the
+    /// report id: a report stored before is counted as a duplicate and left alone.
+    async fn ingest(&self, reports: &[ClientReport]) -> Result<IngestResult>;
+    /// A raw report as received: `(received_at, source_host, body)`.
+    async fn raw_report(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, String, String)>>;
+    /// Launch counts, most launches first.
+    async fn launches(&self, grouping: LaunchGrouping) -> Result<Vec<LaunchCount>>;
+    /// Every client with its packages and their cache percentages.
+    async fn client_caches(&self) -> Result<Vec<ClientCache>>;
+}
+
+/// Which backend a URL names.
+enum Backend<'a> {
+    Sqlite(&'a str),
+    Postgres(&'a str),
+}
+
+fn backend(url: &str) -> Result<Backend<'_>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres(url))
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Ok(Backend::Sqlite(path))
+    } else {
+        Err(StoreError::Invalid(format!(
+            "database URL {url:?} is neither postgres://… nor sqlite:PATH"
+        )))
+    }
+}
+
+/// Open the Management DB. A SQLite file is created and installed if needed (the
+/// embedded default); a PostgreSQL database must already carry the current schema.
+pub async fn open_management(url: &str) -> Result<Arc<dyn ManagementStore>> {
+    Ok(match backend(url)? {
+        Backend::Sqlite(path) => Arc::new(sqlite::SqliteManagement::open(path).await?),
+        Backend::Postgres(url) => Arc::new(postgres::PgManagement::open(url).await?),
+    })
+}
+
+/// Open the Reporting DB, as [`open_management`] does.
+pub async fn open_reporting(url: &str) -> Result<Arc<dyn ReportingStore>> {
+    Ok(match backend(url)? {
+        Backend::Sqlite(path) => Arc::new(sqlite::SqliteReporting::open(path).await?),
+        Backend::Postgres(url) => Arc::new(postgres::PgReporting::open(url).await?),
+    })
+}
+
+/// Install (or upgrade) a database's schema by running the scripts it lacks, each
+/// in its own transaction. Refuses a database newer than this Avail.
+pub async fn install(url: &str, kind: DatabaseKind) -> Result<SchemaStatus> {
+    match backend(url)? {
+        Backend::Sqlite(path) => sqlite::install(path, kind).await,
+        Backend::Postgres(url) => postgres::install(url, kind).await,
+    }
+}
+
+/// The schema status of a database, without changing it.
+pub async fn status(url: &str, kind: DatabaseKind) -> Result<SchemaStatus> {
+    match backend(url)? {
+        Backend::Sqlite(path) => sqlite::status(path, kind).await,
+        Backend::Postgres(url) => postgres::status(url, kind).await,
+    }
+}

@@ -1,0 +1,91 @@
+//! The numbered SQL install scripts, embedded from `sql/`, and the schema version check.
+//!
+//! The files a DBA runs by hand with `psql` are the very files `avail db install`
+//! runs; each records its own version in `schema_version`, so either way of
+//! installing leaves the same database.
+
+use crate::model::SchemaStatus;
+use crate::{Result, StoreError};
+
+/// One install script.
+pub(crate) struct Script {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Which of the two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// The Management DB.
+    Management,
+    /// The Reporting DB.
+    Reporting,
+}
+
+impl std::fmt::Display for DatabaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatabaseKind::Management => "Management DB",
+            DatabaseKind::Reporting => "Reporting DB",
+        })
+    }
+}
+
+macro_rules! scripts {
+    ($dir:literal: $($version:literal $name:literal),* $(,)?) => {
+        &[$(Script {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../../sql/", $dir, "/", $name, ".sql")),
+        }),*]
+    };
+}
+
+const PG_MANAGEMENT: &[Script] = scripts!("postgres/management": 1 "001_initial");
+const PG_REPORTING: &[Script] = scripts!("postgres/reporting": 1 "001_initial");
+const SQLITE_MANAGEMENT: &[Script] = scripts!("sqlite/management": 1 "001_initial");
+const SQLITE_REPORTING: &[Script] = scripts!("sqlite/reporting": 1 "001_initial");
+
+pub(crate) fn postgres(kind: DatabaseKind) -> &'static [Script] {
+    match kind {
+        DatabaseKind::Management => PG_MANAGEMENT,
+        DatabaseKind::Reporting => PG_REPORTING,
+    }
+}
+
+pub(crate) fn sqlite(kind: DatabaseKind) -> &'static [Script] {
+    match kind {
+        DatabaseKind::Management => SQLITE_MANAGEMENT,
+        DatabaseKind::Reporting => SQLITE_REPORTING,
+    }
+}
+
+/// The status of a database whose installed version is `installed`.
+pub(crate) fn status(scripts: &[Script], installed: i32) -> SchemaStatus {
+    SchemaStatus {
+        installed,
+        known: scripts.last().map_or(0, |s| s.version),
+    }
+}
+
+/// Refuse a database this Avail cannot use, with a message saying what to do.
+pub(crate) fn require_current(kind: DatabaseKind, status: &SchemaStatus) -> Result<()> {
+    if status.installed == 0 {
+        Err(StoreError::Schema(format!(
+            "the {kind} has no Avail schema; install it with `avail db install` or the scripts in sql/ (see sql/README.md)"
+        )))
+    } else if status.installed > status.known {
+        Err(StoreError::Schema(format!(
+            "the {kind} has schema version {}, newer than the {} this Avail knows; upgrade Avail",
+            status.installed, status.known
+        )))
+    } else if status.installed < status.known {
+        Err(StoreError::Schema(format!(
+            "the {kind} has schema version {}, older than {}; run `avail db install` to upgrade it",
+            status.installed, status.known
+        )))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,1234 @@
+//! The SQLite backend: the embedded default, one file per database in the data directory.
+//!
+//! One connection per database behind a mutex, used from `spawn_blocking`:
+//! SQLite has one writer at a time anyway. WAL journal, `synchronous=FULL` (an
+//! acknowledged write survives a power cut), foreign keys on, and a busy
+//! timeout so that a second process (`avail db status`) does not fail at once.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use uuid::Uuid;
+
+use crate::model::*;
+use crate::schema::{self, DatabaseKind};
+use crate::{ManagementStore, ReportingStore, Result, StoreError};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, ref msg) = e {
+            match f.extended_code {
+                // SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
+                1555 | 2067 => {
+                    return StoreError::Conflict(format!(
+                        "already exists ({})",
+                        msg.as_deref().unwrap_or("unique")
+                    ));
+                }
+                // SQLITE_CONSTRAINT_FOREIGNKEY
+                787 => return StoreError::NotFound("a referenced row".into()),
+                _ if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    || f.code == rusqlite::ErrorCode::DatabaseLocked =>
+                {
+                    return StoreError::Unavailable(
+                        "the SQLite database is locked by another process".into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// A connection shared by blocking tasks.
+#[derive(Clone)]
+struct Db(Arc<Mutex<Connection>>);
+
+impl Db {
+    fn open(path: &str) -> Result<Db> {
+        let conn = Connection::open(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open SQLite database {path}: {e}"))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Db(Arc::new(Mutex::new(conn))))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// Run `f` in a write transaction.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+fn installed_version(conn: &Connection) -> Result<i32> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn install_sync(conn: &mut Connection, kind: DatabaseKind) -> Result<SchemaStatus> {
+    let scripts = schema::sqlite(kind);
+    let installed = installed_version(conn)?;
+    let status = schema::status(scripts, installed);
+    if status.installed > status.known {
+        schema::require_current(kind, &status)?;
+    }
+    for script in scripts.iter().filter(|s| s.version > installed) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(script.sql).map_err(|e| {
+            StoreError::Schema(format!("{kind}: script {} failed: {e}", script.name))
+        })?;
+        tx.commit()?;
+        tracing::info!(%kind, script = script.name, "installed schema script");
+    }
+    Ok(schema::status(scripts, installed_version(conn)?))
+}
+
+pub(crate) async fn install(path: &str, kind: DatabaseKind) -> Result<SchemaStatus> {
+    Db::open(path)?
+        .run(move |conn| install_sync(conn, kind))
+        .await
+}
+
+pub(crate) async fn status(path: &str, kind: DatabaseKind) -> Result<SchemaStatus> {
+    Db::open(path)?
+        .run(move |conn| {
+            Ok(schema::status(
+                schema::sqlite(kind),
+                installed_version(conn)?,
+            ))
+        })
+        .await
+}
+
+async fn open_installed(path: &str, kind: DatabaseKind) -> Result<Db> {
+    let db = Db::open(path)?;
+    let status = db.run(move |conn| install_sync(conn, kind)).await?;
+    schema::require_current(kind, &status)?;
+    Ok(db)
+}
+
+fn uuid(s: String) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn bump(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute("UPDATE change_sequence SET seq = seq + 1 WHERE id = 1", [])?;
+    Ok(())
+}
+
+fn not_found(what: impl Into<String>) -> StoreError {
+    StoreError::NotFound(what.into())
+}
+
+/// The Management DB on SQLite.
+pub(crate) struct SqliteManagement {
+    db: Db,
+}
+
+impl SqliteManagement {
+    pub(crate) async fn open(path: &str) -> Result<Self> {
+        Ok(SqliteManagement {
+            db: open_installed(path, DatabaseKind::Management).await?,
+        })
+    }
+}
+
+const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at";
+
+fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVersion> {
+    let version_id = uuid(row.get(0)?)?;
+    let mut apps = conn.prepare_cached(
+        "SELECT app_id, target, arguments FROM applications WHERE version_id = ?1 ORDER BY position",
+    )?;
+    let applications = apps
+        .query_map([version_id.to_string()], |r| {
+            Ok(Application {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                arguments: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(PackageVersion {
+        package: NewPackageVersion {
+            package_id: uuid(row.get(1)?)?,
+            version_id,
+            name: row.get(2)?,
+            version: row.get(3)?,
+            content_path: row.get(4)?,
+            size: row.get::<_, i64>(5)? as u64,
+            sha256: row.get(6)?,
+            applications,
+        },
+        published: row.get(7)?,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+    })
+}
+
+fn get_version(conn: &Connection, version_id: Uuid) -> Result<PackageVersion> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM package_versions WHERE version_id = ?1"
+    ))?;
+    let mut rows = stmt.query([version_id.to_string()])?;
+    match rows.next()? {
+        Some(row) => read_version(conn, row),
+        None => Err(not_found(format!("package version {version_id}"))),
+    }
+}
+
+fn require_group(conn: &Connection, group: &str) -> Result<()> {
+    let found: Option<i32> = conn
+        .query_row("SELECT 1 FROM groups WHERE name = ?1", [group], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| not_found(format!("group {group}")))
+}
+
+fn get_connection_group(conn: &Connection, id: Uuid) -> Result<ConnectionGroup> {
+    let row = conn
+        .query_row(
+            "SELECT version_id, name, priority, published, updated_at FROM connection_groups WHERE id = ?1",
+            [id.to_string()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?
+        .ok_or_else(|| not_found(format!("connection group {id}")))?;
+    let mut members = conn.prepare_cached(
+        "SELECT package_id, version_id, optional FROM connection_group_members WHERE group_id = ?1 ORDER BY position",
+    )?;
+    let members = members
+        .query_map([id.to_string()], |r| {
+            Ok(ConnectionGroupMember {
+                package_id: uuid(r.get(0)?)?,
+                version_id: r.get::<_, Option<String>>(1)?.map(uuid).transpose()?,
+                optional: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut groups = conn.prepare_cached(
+        "SELECT group_name FROM connection_group_entitlements WHERE group_id = ?1 ORDER BY group_name",
+    )?;
+    let entitled_groups = groups
+        .query_map([id.to_string()], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ConnectionGroup {
+        id,
+        version_id: uuid(row.0)?,
+        name: row.1,
+        priority: row.2,
+        members,
+        entitled_groups,
+        published: row.3,
+        updated_at: row.4,
+    })
+}
+
+fn principal_table(p: &Principal) -> (&'static str, &'static str, &'static str) {
+    // (table, membership table, membership column)
+    match p {
+        Principal::User(_) => ("users", "group_users", "user_name"),
+        Principal::Machine(_) => ("machines", "group_machines", "machine_name"),
+        Principal::Group(_) => ("groups", "group_groups", "member_name"),
+    }
+}
+
+fn principal_name(p: &Principal) -> &str {
+    match p {
+        Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
+    }
+}
+
+fn require_principal(conn: &Connection, p: &Principal) -> Result<()> {
+    let (table, _, _) = principal_table(p);
+    let found: Option<i32> = conn
+        .query_row(
+            &format!("SELECT 1 FROM {table} WHERE name = ?1"),
+            [principal_name(p)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    found.map(|_| ()).ok_or_else(|| {
+        not_found(format!(
+            "{} {}",
+            &table[..table.len() - 1],
+            principal_name(p)
+        ))
+    })
+}
+
+fn read_server(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublishingServer> {
+    Ok(PublishingServer {
+        name: r.get(0)?,
+        registered_at: r.get(1)?,
+        last_sync_at: r.get(2)?,
+        last_sync_sequence: r.get(3)?,
+    })
+}
+
+#[async_trait]
+impl ManagementStore for SqliteManagement {
+    async fn change_sequence(&self) -> Result<i64> {
+        self.db
+            .run(|c| {
+                Ok(
+                    c.query_row("SELECT seq FROM change_sequence WHERE id = 1", [], |r| {
+                        r.get(0)
+                    })?,
+                )
+            })
+            .await
+    }
+
+    async fn add_package_version(&self, v: NewPackageVersion) -> Result<Added<PackageVersion>> {
+        self.db
+            .write(move |tx| {
+                match get_version(tx, v.version_id) {
+                    Ok(existing) if existing.package.sha256 == v.sha256 => {
+                        return Ok(Added { value: existing, created: false });
+                    }
+                    Ok(_) => {
+                        return Err(StoreError::Conflict(format!(
+                            "version {} is already imported from a different file",
+                            v.version_id
+                        )));
+                    }
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                let now = Utc::now();
+                tx.execute(
+                    "INSERT INTO packages (package_id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![v.package_id.to_string(), now],
+                )?;
+                tx.execute(
+                    "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
+                    params![
+                        v.version_id.to_string(),
+                        v.package_id.to_string(),
+                        v.name,
+                        v.version,
+                        v.content_path,
+                        v.size as i64,
+                        v.sha256,
+                        now
+                    ],
+                )?;
+                for (i, app) in v.applications.iter().enumerate() {
+                    tx.execute(
+                        "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![v.version_id.to_string(), i as i64, app.id, app.target, app.arguments],
+                    )?;
+                }
+                bump(tx)?;
+                Ok(Added { value: get_version(tx, v.version_id)?, created: true })
+            })
+            .await
+    }
+
+    async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+        self.db.run(move |c| get_version(c, version_id)).await
+    }
+
+    async fn list_package_versions(&self, filter: &PackageFilter) -> Result<Vec<PackageVersion>> {
+        let filter = filter.clone();
+        self.db
+            .run(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM package_versions
+                     WHERE (?1 IS NULL OR instr(lower(name), lower(?1)) > 0)
+                       AND (?2 IS NULL OR package_id = ?2)
+                       AND (?3 IS NULL OR published = ?3)
+                     ORDER BY created_at, version_id"
+                ))?;
+                let mut rows = stmt.query(params![
+                    filter.name_contains,
+                    filter.package_id.map(|u| u.to_string()),
+                    filter.published
+                ])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(read_version(c, row)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn set_published(&self, version_id: Uuid, published: bool) -> Result<PackageVersion> {
+        self.db
+            .write(move |tx| {
+                let n = tx.execute(
+                    "UPDATE package_versions SET published = ?2, updated_at = ?3 WHERE version_id = ?1",
+                    params![version_id.to_string(), published, Utc::now()],
+                )?;
+                if n == 0 {
+                    return Err(not_found(format!("package version {version_id}")));
+                }
+                bump(tx)?;
+                get_version(tx, version_id)
+            })
+            .await
+    }
+
+    async fn remove_package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+        self.db
+            .write(move |tx| {
+                let version = get_version(tx, version_id)?;
+                let used: Option<String> = tx
+                    .query_row(
+                        "SELECT g.name FROM connection_group_members m JOIN connection_groups g ON g.id = m.group_id WHERE m.version_id = ?1",
+                        [version_id.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(group) = used {
+                    return Err(StoreError::Conflict(format!(
+                        "version {version_id} is a member of connection group {group}; remove it there first"
+                    )));
+                }
+                tx.execute("DELETE FROM package_versions WHERE version_id = ?1", [version_id.to_string()])?;
+                let package = version.package.package_id.to_string();
+                let others: i64 = tx.query_row(
+                    "SELECT (SELECT COUNT(*) FROM package_versions WHERE package_id = ?1) + (SELECT COUNT(*) FROM connection_group_members WHERE package_id = ?1)",
+                    [&package],
+                    |r| r.get(0),
+                )?;
+                if others == 0 {
+                    tx.execute("DELETE FROM packages WHERE package_id = ?1", [&package])?;
+                }
+                bump(tx)?;
+                Ok(version)
+            })
+            .await
+    }
+
+    async fn set_deployment_config(&self, version_id: Uuid, config: Option<String>) -> Result<()> {
+        self.db
+            .write(move |tx| {
+                get_version(tx, version_id)?;
+                match config {
+                    Some(config) => tx.execute(
+                        "INSERT INTO deployment_configs (version_id, config, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                        params![version_id.to_string(), config, Utc::now()],
+                    )?,
+                    None => tx.execute("DELETE FROM deployment_configs WHERE version_id = ?1", [version_id.to_string()])?,
+                };
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn deployment_config(&self, version_id: Uuid) -> Result<Option<String>> {
+        self.db
+            .run(move |c| {
+                get_version(c, version_id)?;
+                Ok(c.query_row(
+                    "SELECT config FROM deployment_configs WHERE version_id = ?1",
+                    [version_id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn grant(
+        &self,
+        version_id: Uuid,
+        group: &str,
+        user_config: Option<String>,
+    ) -> Result<()> {
+        let group = group.to_owned();
+        self.db
+            .write(move |tx| {
+                get_version(tx, version_id)?;
+                require_group(tx, &group)?;
+                tx.execute(
+                    "INSERT INTO entitlements (version_id, group_name, user_config) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
+                    params![version_id.to_string(), group, user_config],
+                )?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn revoke(&self, version_id: Uuid, group: &str) -> Result<()> {
+        let group = group.to_owned();
+        self.db
+            .write(move |tx| {
+                get_version(tx, version_id)?;
+                let n = tx.execute(
+                    "DELETE FROM entitlements WHERE version_id = ?1 AND group_name = ?2",
+                    params![version_id.to_string(), group],
+                )?;
+                if n == 0 {
+                    return Err(not_found(format!(
+                        "entitlement of group {group} to {version_id}"
+                    )));
+                }
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>> {
+        self.db
+            .run(move |c| {
+                get_version(c, version_id)?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT group_name, user_config FROM entitlements WHERE version_id = ?1 ORDER BY group_name",
+                )?;
+                let rows = stmt
+                    .query_map([version_id.to_string()], |r| Ok(Entitlement { group: r.get(0)?, user_config: r.get(1)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()> {
+        self.db
+            .write(move |tx| {
+                get_version(tx, from)?;
+                get_version(tx, to)?;
+                if what.entitlements {
+                    tx.execute(
+                        "INSERT INTO entitlements (version_id, group_name, user_config)
+                         SELECT ?2, group_name, user_config FROM entitlements WHERE version_id = ?1
+                         ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
+                        params![from.to_string(), to.to_string()],
+                    )?;
+                }
+                if what.deployment_config {
+                    tx.execute(
+                        "INSERT INTO deployment_configs (version_id, config, updated_at)
+                         SELECT ?2, config, ?3 FROM deployment_configs WHERE version_id = ?1
+                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                        params![from.to_string(), to.to_string(), Utc::now()],
+                    )?;
+                }
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn create_connection_group(&self, name: &str, priority: i32) -> Result<ConnectionGroup> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                let id = Uuid::new_v4();
+                tx.execute(
+                    "INSERT INTO connection_groups (id, version_id, name, priority, published, updated_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                    params![id.to_string(), Uuid::new_v4().to_string(), name, priority, Utc::now()],
+                )
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!("a connection group named {name} already exists")),
+                    other => other,
+                })?;
+                bump(tx)?;
+                get_connection_group(tx, id)
+            })
+            .await
+    }
+
+    async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup> {
+        self.db.run(move |c| get_connection_group(c, id)).await
+    }
+
+    async fn list_connection_groups(&self) -> Result<Vec<ConnectionGroup>> {
+        self.db
+            .run(|c| {
+                let ids = c
+                    .prepare("SELECT id FROM connection_groups ORDER BY priority, name")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ids.into_iter()
+                    .map(|id| get_connection_group(c, uuid(id)?))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn update_connection_group(
+        &self,
+        id: Uuid,
+        change: ConnectionGroupChange,
+    ) -> Result<ConnectionGroup> {
+        self.db
+            .write(move |tx| {
+                let current = get_connection_group(tx, id)?;
+                let gid = id.to_string();
+                match change {
+                    ConnectionGroupChange::Rename(name) => {
+                        tx.execute("UPDATE connection_groups SET name = ?2 WHERE id = ?1", params![gid, name])
+                            .map_err(|e| match StoreError::from(e) {
+                                StoreError::Conflict(_) => StoreError::Conflict(format!("a connection group named {name} already exists")),
+                                other => other,
+                            })?;
+                    }
+                    ConnectionGroupChange::Priority(p) => {
+                        tx.execute("UPDATE connection_groups SET priority = ?2 WHERE id = ?1", params![gid, p])?;
+                    }
+                    ConnectionGroupChange::SetMember(m) => {
+                        let known: Option<i32> = tx
+                            .query_row("SELECT 1 FROM packages WHERE package_id = ?1", [m.package_id.to_string()], |r| r.get(0))
+                            .optional()?;
+                        if known.is_none() {
+                            return Err(not_found(format!("package {}", m.package_id)));
+                        }
+                        if let Some(v) = m.version_id {
+                            let version = get_version(tx, v)?;
+                            if version.package.package_id != m.package_id {
+                                return Err(StoreError::Invalid(format!("version {v} is not a version of package {}", m.package_id)));
+                            }
+                        }
+                        let position = current
+                            .members
+                            .iter()
+                            .position(|x| x.package_id == m.package_id)
+                            .unwrap_or(current.members.len()) as i64;
+                        tx.execute(
+                            "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
+                            params![gid, position, m.package_id.to_string(), m.version_id.map(|v| v.to_string()), m.optional],
+                        )?;
+                    }
+                    ConnectionGroupChange::MoveMember { package_id, position } => {
+                        let mut order: Vec<Uuid> = current.members.iter().map(|m| m.package_id).collect();
+                        let from = order
+                            .iter()
+                            .position(|p| *p == package_id)
+                            .ok_or_else(|| not_found(format!("member {package_id} of connection group {}", current.name)))?;
+                        let moved = order.remove(from);
+                        order.insert(position.min(order.len()), moved);
+                        for (i, p) in order.iter().enumerate() {
+                            tx.execute(
+                                "UPDATE connection_group_members SET position = ?3 WHERE group_id = ?1 AND package_id = ?2",
+                                params![gid, p.to_string(), i as i64],
+                            )?;
+                        }
+                    }
+                    ConnectionGroupChange::RemoveMember(package_id) => {
+                        let n = tx.execute(
+                            "DELETE FROM connection_group_members WHERE group_id = ?1 AND package_id = ?2",
+                            params![gid, package_id.to_string()],
+                        )?;
+                        if n == 0 {
+                            return Err(not_found(format!("member {package_id} of connection group {}", current.name)));
+                        }
+                    }
+                    ConnectionGroupChange::Grant(group) => {
+                        require_group(tx, &group)?;
+                        tx.execute(
+                            "INSERT INTO connection_group_entitlements (group_id, group_name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                            params![gid, group],
+                        )?;
+                    }
+                    ConnectionGroupChange::Revoke(group) => {
+                        let n = tx.execute(
+                            "DELETE FROM connection_group_entitlements WHERE group_id = ?1 AND group_name = ?2",
+                            params![gid, group],
+                        )?;
+                        if n == 0 {
+                            return Err(not_found(format!("entitlement of group {group} to connection group {}", current.name)));
+                        }
+                    }
+                    ConnectionGroupChange::Publish(published) => {
+                        tx.execute("UPDATE connection_groups SET published = ?2 WHERE id = ?1", params![gid, published])?;
+                    }
+                }
+                tx.execute(
+                    "UPDATE connection_groups SET version_id = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![gid, Uuid::new_v4().to_string(), Utc::now()],
+                )?;
+                bump(tx)?;
+                get_connection_group(tx, id)
+            })
+            .await
+    }
+
+    async fn delete_connection_group(&self, id: Uuid) -> Result<()> {
+        self.db
+            .write(move |tx| {
+                if tx.execute(
+                    "DELETE FROM connection_groups WHERE id = ?1",
+                    [id.to_string()],
+                )? == 0
+                {
+                    return Err(not_found(format!("connection group {id}")));
+                }
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn create_user(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO users (name, created_at) VALUES (?1, ?2)",
+                    params![name, Utc::now()],
+                )
+                .map_err(|e| conflict_as(e, format!("user {name} already exists")))?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn create_machine(&self, name: &str, credential_hash: &str) -> Result<()> {
+        let (name, hash) = (name.to_owned(), credential_hash.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO machines (name, credential_hash, created_at) VALUES (?1, ?2, ?3)",
+                    params![name, hash, Utc::now()],
+                )
+                .map_err(|e| conflict_as(e, format!("machine {name} already exists")))?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn create_group(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO groups (name, created_at) VALUES (?1, ?2)",
+                    params![name, Utc::now()],
+                )
+                .map_err(|e| conflict_as(e, format!("group {name} already exists")))?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn delete_principal(&self, principal: &Principal) -> Result<()> {
+        let p = principal.clone();
+        self.db
+            .write(move |tx| {
+                require_principal(tx, &p)?;
+                let (table, _, _) = principal_table(&p);
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE name = ?1"),
+                    [principal_name(&p)],
+                )?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn list_principals(&self, kind: &Principal) -> Result<Vec<String>> {
+        let (table, _, _) = principal_table(kind);
+        self.db
+            .run(move |c| {
+                Ok(
+                    c.prepare(&format!("SELECT name FROM {table} ORDER BY name"))?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?,
+                )
+            })
+            .await
+    }
+
+    async fn add_member(&self, group: &str, member: &Principal) -> Result<()> {
+        let (group, member) = (group.to_owned(), member.clone());
+        self.db
+            .write(move |tx| {
+                require_group(tx, &group)?;
+                require_principal(tx, &member)?;
+                if let Principal::Group(child) = &member {
+                    let cycle: bool = tx.query_row(
+                        "WITH RECURSIVE below(name) AS (SELECT ?1 UNION SELECT gg.member_name FROM group_groups gg JOIN below ON gg.group_name = below.name)
+                         SELECT EXISTS (SELECT 1 FROM below WHERE name = ?2)",
+                        params![child, group],
+                        |r| r.get(0),
+                    )?;
+                    if cycle {
+                        return Err(StoreError::Invalid(format!("putting group {child} in {group} would make a cycle")));
+                    }
+                }
+                let (_, table, column) = principal_table(&member);
+                tx.execute(
+                    &format!("INSERT INTO {table} (group_name, {column}) VALUES (?1, ?2) ON CONFLICT DO NOTHING"),
+                    params![group, principal_name(&member)],
+                )?;
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn remove_member(&self, group: &str, member: &Principal) -> Result<()> {
+        let (group, member) = (group.to_owned(), member.clone());
+        self.db
+            .write(move |tx| {
+                let (_, table, column) = principal_table(&member);
+                let n = tx.execute(
+                    &format!("DELETE FROM {table} WHERE group_name = ?1 AND {column} = ?2"),
+                    params![group, principal_name(&member)],
+                )?;
+                if n == 0 {
+                    return Err(not_found(format!(
+                        "{} in group {group}",
+                        principal_name(&member)
+                    )));
+                }
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn members(&self, group: &str) -> Result<Vec<Principal>> {
+        let group = group.to_owned();
+        self.db
+            .run(move |c| {
+                require_group(c, &group)?;
+                let mut out = Vec::new();
+                for (table, column, make) in [
+                    (
+                        "group_users",
+                        "user_name",
+                        Principal::User as fn(String) -> Principal,
+                    ),
+                    ("group_machines", "machine_name", Principal::Machine),
+                    ("group_groups", "member_name", Principal::Group),
+                ] {
+                    let mut stmt = c.prepare(&format!(
+                        "SELECT {column} FROM {table} WHERE group_name = ?1 ORDER BY {column}"
+                    ))?;
+                    for name in stmt.query_map([&group], |r| r.get::<_, String>(0))? {
+                        out.push(make(name?));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn groups_of(&self, principal: &Principal) -> Result<Vec<String>> {
+        let p = principal.clone();
+        self.db
+            .run(move |c| {
+                require_principal(c, &p)?;
+                let (_, table, column) = principal_table(&p);
+                let sql = format!(
+                    "WITH RECURSIVE up(name) AS (
+                        SELECT group_name FROM {table} WHERE {column} = ?1
+                        UNION SELECT gg.group_name FROM group_groups gg JOIN up ON gg.member_name = up.name)
+                     SELECT name FROM up ORDER BY name"
+                );
+                Ok(c.prepare(&sql)?
+                    .query_map([principal_name(&p)], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?)
+            })
+            .await
+    }
+
+    async fn machine_by_credential(&self, credential_hash: &str) -> Result<Option<String>> {
+        let hash = credential_hash.to_owned();
+        self.db
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT name FROM machines WHERE credential_hash = ?1",
+                    [hash],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn register_publishing_server(
+        &self,
+        name: &str,
+        credential_hash: &str,
+    ) -> Result<PublishingServer> {
+        let (name, hash) = (name.to_owned(), credential_hash.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO publishing_servers (name, credential_hash, registered_at) VALUES (?1, ?2, ?3)",
+                    params![name, hash, Utc::now()],
+                )
+                .map_err(|e| conflict_as(e, format!("publishing server {name} is already registered")))?;
+                bump(tx)?;
+                Ok(tx.query_row(
+                    "SELECT name, registered_at, last_sync_at, last_sync_sequence FROM publishing_servers WHERE name = ?1",
+                    [&name],
+                    read_server,
+                )?)
+            })
+            .await
+    }
+
+    async fn unregister_publishing_server(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                if tx.execute("DELETE FROM publishing_servers WHERE name = ?1", [&name])? == 0 {
+                    return Err(not_found(format!("publishing server {name}")));
+                }
+                bump(tx)
+            })
+            .await
+    }
+
+    async fn list_publishing_servers(&self) -> Result<Vec<PublishingServer>> {
+        self.db
+            .run(|c| {
+                Ok(c.prepare("SELECT name, registered_at, last_sync_at, last_sync_sequence FROM publishing_servers ORDER BY name")?
+                    .query_map([], read_server)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    async fn publishing_server_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<PublishingServer>> {
+        let hash = credential_hash.to_owned();
+        self.db
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT name, registered_at, last_sync_at, last_sync_sequence FROM publishing_servers WHERE credential_hash = ?1",
+                    [hash],
+                    read_server,
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn record_sync(&self, name: &str, sequence: i64) -> Result<()> {
+        let name = name.to_owned();
+        self.db
+            .run(move |c| {
+                let n = c.execute(
+                    "UPDATE publishing_servers SET last_sync_at = ?2, last_sync_sequence = ?3 WHERE name = ?1",
+                    params![name, Utc::now(), sequence],
+                )?;
+                if n == 0 {
+                    return Err(not_found(format!("publishing server {name}")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn add_administrator(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
+        let (name, hash) = (name.to_owned(), password_hash.map(str::to_owned));
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO administrators (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
+                    params![name, hash, Utc::now()],
+                )
+                .map_err(|e| conflict_as(e, format!("administrator {name} already exists")))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_administrator(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                if tx.execute("DELETE FROM administrators WHERE name = ?1", [&name])? == 0 {
+                    return Err(not_found(format!("administrator {name}")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_administrators(&self) -> Result<Vec<Administrator>> {
+        self.db
+            .run(|c| {
+                Ok(c.prepare("SELECT name, password_hash IS NOT NULL, created_at FROM administrators ORDER BY name")?
+                    .query_map([], |r| Ok(Administrator { name: r.get(0)?, has_password: r.get(1)?, created_at: r.get(2)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    async fn administrator_password_hash(&self, name: &str) -> Result<Option<String>> {
+        let name = name.to_owned();
+        self.db
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT password_hash FROM administrators WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten())
+            })
+            .await
+    }
+
+    async fn add_api_token(&self, admin: &str, token_hash: &str, label: &str) -> Result<()> {
+        let (admin, hash, label) = (admin.to_owned(), token_hash.to_owned(), label.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO api_tokens (token_hash, admin_name, label, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, admin, label, Utc::now()],
+                )
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::NotFound(_) => not_found(format!("administrator {admin}")),
+                    other => other,
+                })?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn administrator_by_token(&self, token_hash: &str) -> Result<Option<String>> {
+        let hash = token_hash.to_owned();
+        self.db
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT admin_name FROM api_tokens WHERE token_hash = ?1",
+                    [hash],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+}
+
+fn conflict_as(e: rusqlite::Error, message: String) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(message),
+        other => other,
+    }
+}
+
+/// The Reporting DB on SQLite.
+pub(crate) struct SqliteReporting {
+    db: Db,
+}
+
+impl SqliteReporting {
+    pub(crate) async fn open(path: &str) -> Result<Self> {
+        Ok(SqliteReporting {
+            db: open_installed(path, DatabaseKind::Reporting).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl ReportingStore for SqliteReporting {
+    async fn ingest(&self, reports: &[ClientReport]) -> Result<IngestResult> {
+        let reports = reports.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut result = IngestResult::default();
+                for r in &reports {
+                    let inserted = tx.execute(
+                        "INSERT INTO raw_reports (report_id, received_at, source_host, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                        params![r.id.to_string(), r.received_at, r.source_host, r.body],
+                    )?;
+                    if inserted == 0 {
+                        result.duplicates += 1;
+                        continue;
+                    }
+                    result.stored += 1;
+                    let c = &r.client;
+                    tx.execute(
+                        "INSERT INTO client_information (host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (host_name) DO UPDATE SET client_version = excluded.client_version, processor_arch = excluded.processor_arch,
+                           os_version = excluded.os_version, os_service_pack = excluded.os_service_pack, os_type = excluded.os_type,
+                           last_report_at = excluded.last_report_at
+                         WHERE excluded.last_report_at >= client_information.last_report_at",
+                        params![c.host_name, c.client_version, c.processor_arch, c.os_version, c.os_service_pack, c.os_type, r.received_at],
+                    )?;
+                    // App-V clients send the package list only when it changed: a list replaces the last one.
+                    if !r.packages.is_empty() {
+                        tx.execute("DELETE FROM package_information WHERE host_name = ?1", [&c.host_name])?;
+                        let mut stmt = tx.prepare_cached(
+                            "INSERT INTO package_information (host_name, package_id, version_id, name, version, source, percent_cached, reported_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                        )?;
+                        for p in &r.packages {
+                            stmt.execute(params![
+                                c.host_name,
+                                p.package_id.to_string(),
+                                p.version_id.to_string(),
+                                p.name,
+                                p.version,
+                                p.source,
+                                p.percent_cached,
+                                r.received_at
+                            ])?;
+                        }
+                    }
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO application_usage (report_id, record, host_name, application, application_version, server, user_name,
+                           package_version_id, connection_group_version_id, launched_at, launch_status, shutdown_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?;
+                    for (i, u) in r.usage.iter().enumerate() {
+                        stmt.execute(params![
+                            r.id.to_string(),
+                            i as i64,
+                            c.host_name,
+                            u.application,
+                            u.application_version,
+                            u.server,
+                            u.user,
+                            u.package_version_id.to_string(),
+                            u.connection_group_version_id.map(|v| v.to_string()),
+                            u.launched_at,
+                            u.launch_status,
+                            u.shutdown_at
+                        ])?;
+                    }
+                }
+                Ok(result)
+            })
+            .await
+    }
+
+    async fn raw_report(&self, id: Uuid) -> Result<Option<(DateTime<Utc>, String, String)>> {
+        self.db
+            .run(move |c| {
+                Ok(c.query_row(
+                    "SELECT received_at, source_host, body FROM raw_reports WHERE report_id = ?1",
+                    [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn launches(&self, grouping: LaunchGrouping) -> Result<Vec<LaunchCount>> {
+        self.db
+            .run(move |c| {
+                let sql = match grouping {
+                    LaunchGrouping::ApplicationPerDay => {
+                        "SELECT application, date(launched_at), COUNT(*) AS n FROM application_usage GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
+                    }
+                    LaunchGrouping::User => "SELECT user_name, NULL, COUNT(*) AS n FROM application_usage GROUP BY 1 ORDER BY n DESC, 1",
+                    LaunchGrouping::Package => {
+                        "SELECT package_version_id, NULL, COUNT(*) AS n FROM application_usage GROUP BY 1 ORDER BY n DESC, 1"
+                    }
+                };
+                Ok(c.prepare(sql)?
+                    .query_map([], |r| {
+                        Ok(LaunchCount {
+                            key: r.get(0)?,
+                            day: r
+                                .get::<_, Option<String>>(1)?
+                                .map(|d| chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d"))
+                                .transpose()
+                                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?,
+                            launches: r.get(2)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+    }
+
+    async fn client_caches(&self) -> Result<Vec<ClientCache>> {
+        self.db
+            .run(|c| {
+                let clients = c
+                    .prepare(
+                        "SELECT host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at
+                         FROM client_information ORDER BY host_name",
+                    )?
+                    .query_map([], |r| {
+                        Ok(ClientCache {
+                            client: ClientInformation {
+                                host_name: r.get(0)?,
+                                client_version: r.get(1)?,
+                                processor_arch: r.get(2)?,
+                                os_version: r.get(3)?,
+                                os_service_pack: r.get(4)?,
+                                os_type: r.get(5)?,
+                            },
+                            last_report_at: r.get(6)?,
+                            packages: Vec::new(),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut stmt = c.prepare(
+                    "SELECT package_id, version_id, name, version, source, percent_cached FROM package_information
+                     WHERE host_name = ?1 ORDER BY name, version_id",
+                )?;
+                clients
+                    .into_iter()
+                    .map(|mut cc| {
+                        cc.packages = stmt
+                            .query_map([&cc.client.host_name], |r| {
+                                Ok(PackageInformation {
+                                    package_id: uuid(r.get(0)?)?,
+                                    version_id: uuid(r.get(1)?)?,
+                                    name: r.get(2)?,
+                                    version: r.get(3)?,
+                                    source: r.get(4)?,
+                                    percent_cached: r.get(5)?,
+                                })
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        Ok(cc)
+                    })
+                    .collect()
+            })
+            .await
+    }
+}

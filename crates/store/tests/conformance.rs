@@ -1,0 +1,869 @@
+//! One conformance suite for every store operation, run against SQLite and
+//! against a real PostgreSQL started by `avail-testkit`. Both backends must give
+//! the same answers, the same typed errors, and the same idempotence.
+
+use std::sync::Arc;
+
+use avail_store::model::*;
+use avail_store::{DatabaseKind, ManagementStore, ReportingStore, StoreError};
+use avail_testkit::Postgres;
+use chrono::{TimeZone, Utc};
+use uuid::Uuid;
+
+fn version(package_id: Uuid, n: u128, name: &str) -> NewPackageVersion {
+    NewPackageVersion {
+        package_id,
+        version_id: Uuid::from_u128(n),
+        name: name.into(),
+        version: format!("1.0.{n}.0"),
+        content_path: format!("packages/{package_id}/{n}.appv"),
+        size: 1000 + n as u64,
+        sha256: format!("{n:064x}"),
+        applications: vec![
+            Application {
+                id: "main".into(),
+                target: Some("/opt/x/bin/x".into()),
+                arguments: Some("--a".into()),
+            },
+            Application {
+                id: "tool".into(),
+                target: None,
+                arguments: None,
+            },
+        ],
+    }
+}
+
+async fn management_suite(db: Arc<dyn ManagementStore>) {
+    let seq0 = db.change_sequence().await.unwrap();
+    let pkg = Uuid::from_u128(0xAAAA);
+
+    // Import: idempotent on VersionId, conflict on a different file.
+    let v1 = version(pkg, 1, "Editor");
+    let added = db.add_package_version(v1.clone()).await.unwrap();
+    assert!(added.created);
+    assert_eq!(added.value.package, v1);
+    assert!(!added.value.published);
+    let again = db.add_package_version(v1.clone()).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.value, added.value);
+    let mut other_file = v1.clone();
+    other_file.sha256 = "f".repeat(64);
+    assert!(matches!(
+        db.add_package_version(other_file).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let seq1 = db.change_sequence().await.unwrap();
+    assert!(seq1 > seq0, "an import changes the sequence");
+
+    let v2 = version(pkg, 2, "Editor");
+    db.add_package_version(v2.clone()).await.unwrap();
+    let other_pkg = Uuid::from_u128(0xBBBB);
+    db.add_package_version(version(other_pkg, 3, "Viewer"))
+        .await
+        .unwrap();
+
+    // Listing and filtering.
+    let all = db
+        .list_package_versions(&PackageFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let editors = db
+        .list_package_versions(&PackageFilter {
+            name_contains: Some("edit".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        editors
+            .iter()
+            .map(|v| v.package.version_id)
+            .collect::<Vec<_>>(),
+        [v1.version_id, v2.version_id]
+    );
+    let of_pkg = db
+        .list_package_versions(&PackageFilter {
+            package_id: Some(other_pkg),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_pkg.len(), 1);
+    assert!(matches!(
+        db.package_version(Uuid::from_u128(99)).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Publish.
+    let published = db.set_published(v1.version_id, true).await.unwrap();
+    assert!(published.published);
+    let only_published = db
+        .list_package_versions(&PackageFilter {
+            published: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_published.len(), 1);
+    assert!(db.change_sequence().await.unwrap() > seq1);
+    assert!(matches!(
+        db.set_published(Uuid::from_u128(99), true).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Deployment configuration.
+    assert_eq!(db.deployment_config(v1.version_id).await.unwrap(), None);
+    db.set_deployment_config(v1.version_id, Some("<DeploymentConfiguration/>".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.deployment_config(v1.version_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("<DeploymentConfiguration/>")
+    );
+    db.set_deployment_config(
+        v1.version_id,
+        Some("<DeploymentConfiguration a=\"1\"/>".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.deployment_config(v1.version_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("<DeploymentConfiguration a=\"1\"/>")
+    );
+
+    // Directory: users, machines, nested groups.
+    db.create_group("staff").await.unwrap();
+    db.create_group("engineering").await.unwrap();
+    db.create_group("labs").await.unwrap();
+    assert!(matches!(
+        db.create_group("staff").await,
+        Err(StoreError::Conflict(_))
+    ));
+    db.create_user("alice").await.unwrap();
+    db.create_user("bob").await.unwrap();
+    assert!(matches!(
+        db.create_user("alice").await,
+        Err(StoreError::Conflict(_))
+    ));
+    db.create_machine("pc1", "hash-pc1").await.unwrap();
+    assert!(matches!(
+        db.create_machine("pc1", "hash-other").await,
+        Err(StoreError::Conflict(_))
+    ));
+    db.add_member("engineering", &Principal::User("alice".into()))
+        .await
+        .unwrap();
+    db.add_member("engineering", &Principal::User("alice".into()))
+        .await
+        .unwrap(); // idempotent
+    db.add_member("staff", &Principal::Group("engineering".into()))
+        .await
+        .unwrap();
+    db.add_member("labs", &Principal::Machine("pc1".into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.add_member("engineering", &Principal::Group("staff".into()))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        db.add_member("nope", &Principal::User("alice".into()))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        db.add_member("staff", &Principal::User("nobody".into()))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        db.groups_of(&Principal::User("alice".into()))
+            .await
+            .unwrap(),
+        ["engineering", "staff"]
+    );
+    assert_eq!(
+        db.groups_of(&Principal::User("bob".into())).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        db.groups_of(&Principal::Machine("pc1".into()))
+            .await
+            .unwrap(),
+        ["labs"]
+    );
+    assert_eq!(
+        db.members("staff").await.unwrap(),
+        [Principal::Group("engineering".into())]
+    );
+    assert_eq!(
+        db.list_principals(&Principal::User(String::new()))
+            .await
+            .unwrap(),
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        db.list_principals(&Principal::Group(String::new()))
+            .await
+            .unwrap(),
+        ["engineering", "labs", "staff"]
+    );
+    assert_eq!(
+        db.machine_by_credential("hash-pc1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("pc1")
+    );
+    assert_eq!(db.machine_by_credential("wrong").await.unwrap(), None);
+    db.remove_member("staff", &Principal::Group("engineering".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.groups_of(&Principal::User("alice".into()))
+            .await
+            .unwrap(),
+        ["engineering"]
+    );
+    assert!(matches!(
+        db.remove_member("staff", &Principal::Group("engineering".into()))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Entitlements.
+    db.grant(v1.version_id, "engineering", None).await.unwrap();
+    db.grant(v1.version_id, "labs", Some("<UserConfiguration/>".into()))
+        .await
+        .unwrap();
+    db.grant(
+        v1.version_id,
+        "labs",
+        Some("<UserConfiguration b=\"2\"/>".into()),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        db.grant(v1.version_id, "ghosts", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        db.grant(Uuid::from_u128(99), "labs", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        db.entitlements(v1.version_id).await.unwrap(),
+        [
+            Entitlement {
+                group: "engineering".into(),
+                user_config: None
+            },
+            Entitlement {
+                group: "labs".into(),
+                user_config: Some("<UserConfiguration b=\"2\"/>".into())
+            },
+        ]
+    );
+    // Upgrade with transfer.
+    db.transfer(
+        v1.version_id,
+        v2.version_id,
+        Transfer {
+            entitlements: true,
+            deployment_config: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        db.entitlements(v2.version_id).await.unwrap(),
+        db.entitlements(v1.version_id).await.unwrap()
+    );
+    assert_eq!(
+        db.deployment_config(v2.version_id).await.unwrap(),
+        db.deployment_config(v1.version_id).await.unwrap()
+    );
+    db.revoke(v1.version_id, "engineering").await.unwrap();
+    assert!(matches!(
+        db.revoke(v1.version_id, "engineering").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(db.entitlements(v1.version_id).await.unwrap().len(), 1);
+
+    // Connection groups.
+    let cg = db.create_connection_group("Office", 5).await.unwrap();
+    assert!(cg.members.is_empty() && !cg.published);
+    assert!(matches!(
+        db.create_connection_group("Office", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let with_editor = db
+        .update_connection_group(
+            cg.id,
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: pkg,
+                version_id: Some(v2.version_id),
+                optional: false,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        with_editor.version_id, cg.version_id,
+        "every change is a new connection group version"
+    );
+    let with_viewer = db
+        .update_connection_group(
+            cg.id,
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: other_pkg,
+                version_id: None,
+                optional: true,
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        with_viewer
+            .members
+            .iter()
+            .map(|m| m.package_id)
+            .collect::<Vec<_>>(),
+        [pkg, other_pkg]
+    );
+    assert!(with_viewer.members[1].optional && with_viewer.members[1].version_id.is_none());
+    let moved = db
+        .update_connection_group(
+            cg.id,
+            ConnectionGroupChange::MoveMember {
+                package_id: other_pkg,
+                position: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        moved
+            .members
+            .iter()
+            .map(|m| m.package_id)
+            .collect::<Vec<_>>(),
+        [other_pkg, pkg]
+    );
+    assert!(matches!(
+        db.update_connection_group(
+            cg.id,
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: pkg,
+                version_id: Some(Uuid::from_u128(3)),
+                optional: false
+            })
+        )
+        .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        db.update_connection_group(
+            cg.id,
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: Uuid::from_u128(77),
+                version_id: None,
+                optional: false
+            })
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.update_connection_group(cg.id, ConnectionGroupChange::Grant("staff".into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.update_connection_group(cg.id, ConnectionGroupChange::Grant("ghosts".into()))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.update_connection_group(cg.id, ConnectionGroupChange::Priority(1))
+        .await
+        .unwrap();
+    db.update_connection_group(cg.id, ConnectionGroupChange::Rename("Office Suite".into()))
+        .await
+        .unwrap();
+    let published_cg = db
+        .update_connection_group(cg.id, ConnectionGroupChange::Publish(true))
+        .await
+        .unwrap();
+    assert_eq!(published_cg.name, "Office Suite");
+    assert_eq!(published_cg.priority, 1);
+    assert_eq!(published_cg.entitled_groups, ["staff"]);
+    assert!(published_cg.published);
+    assert_eq!(db.connection_group(cg.id).await.unwrap(), published_cg);
+    let second = db.create_connection_group("Another", 0).await.unwrap();
+    assert_eq!(
+        db.list_connection_groups()
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>(),
+        ["Another", "Office Suite"]
+    );
+    // A version a connection group names cannot be removed.
+    assert!(matches!(
+        db.remove_package_version(v2.version_id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    db.update_connection_group(cg.id, ConnectionGroupChange::RemoveMember(pkg))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.update_connection_group(cg.id, ConnectionGroupChange::RemoveMember(pkg))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.update_connection_group(cg.id, ConnectionGroupChange::Revoke("staff".into()))
+        .await
+        .unwrap();
+    db.delete_connection_group(second.id).await.unwrap();
+    assert!(matches!(
+        db.connection_group(second.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        db.delete_connection_group(second.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Remove a version: its entitlements and configuration go with it.
+    let removed = db.remove_package_version(v2.version_id).await.unwrap();
+    assert_eq!(removed.package.version_id, v2.version_id);
+    assert!(matches!(
+        db.entitlements(v2.version_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        db.remove_package_version(v2.version_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Deleting a group removes its entitlements.
+    db.delete_principal(&Principal::Group("labs".into()))
+        .await
+        .unwrap();
+    assert!(db.entitlements(v1.version_id).await.unwrap().is_empty());
+    assert!(matches!(
+        db.delete_principal(&Principal::Group("labs".into())).await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.delete_principal(&Principal::Machine("pc1".into()))
+        .await
+        .unwrap();
+    assert_eq!(db.machine_by_credential("hash-pc1").await.unwrap(), None);
+
+    // Publishing servers.
+    let server = db
+        .register_publishing_server("pub1", "hash-pub1")
+        .await
+        .unwrap();
+    assert_eq!((server.name.as_str(), server.last_sync_at), ("pub1", None));
+    assert!(matches!(
+        db.register_publishing_server("pub1", "hash-x").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let seq = db.change_sequence().await.unwrap();
+    db.record_sync("pub1", seq).await.unwrap();
+    let found = db
+        .publishing_server_by_credential("hash-pub1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.last_sync_sequence, Some(seq));
+    assert!(found.last_sync_at.is_some());
+    assert_eq!(db.list_publishing_servers().await.unwrap().len(), 1);
+    assert!(matches!(
+        db.record_sync("nope", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    db.unregister_publishing_server("pub1").await.unwrap();
+    assert!(
+        db.publishing_server_by_credential("hash-pub1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        db.unregister_publishing_server("pub1").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Administrators and tokens.
+    db.add_administrator("root", Some("$argon2id$hash"))
+        .await
+        .unwrap();
+    db.add_administrator("robot", None).await.unwrap();
+    assert!(matches!(
+        db.add_administrator("root", None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        db.administrator_password_hash("root")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("$argon2id$hash")
+    );
+    assert_eq!(db.administrator_password_hash("robot").await.unwrap(), None);
+    assert_eq!(db.administrator_password_hash("ghost").await.unwrap(), None);
+    db.add_api_token("robot", "token-hash", "ci").await.unwrap();
+    assert!(matches!(
+        db.add_api_token("ghost", "t2", "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        db.administrator_by_token("token-hash")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("robot")
+    );
+    let admins = db.list_administrators().await.unwrap();
+    assert_eq!(
+        admins
+            .iter()
+            .map(|a| (a.name.as_str(), a.has_password))
+            .collect::<Vec<_>>(),
+        [("robot", false), ("root", true)]
+    );
+    db.remove_administrator("robot").await.unwrap();
+    assert_eq!(
+        db.administrator_by_token("token-hash").await.unwrap(),
+        None,
+        "tokens go with their administrator"
+    );
+    assert!(matches!(
+        db.remove_administrator("robot").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Hostile input is data, never SQL.
+    let evil = "x'); DROP TABLE users; --";
+    db.create_user(evil).await.unwrap();
+    assert!(
+        db.list_principals(&Principal::User(String::new()))
+            .await
+            .unwrap()
+            .contains(&evil.to_owned())
+    );
+}
+
+fn report(
+    id: u128,
+    host: &str,
+    day: u32,
+    apps: &[(&str, &str)],
+    packages: &[(u128, i32)],
+) -> ClientReport {
+    ClientReport {
+        id: Uuid::from_u128(id),
+        received_at: Utc
+            .with_ymd_and_hms(2026, 3, day, 12, 0, id as u32 % 60)
+            .unwrap(),
+        source_host: "10.0.0.1".into(),
+        body: format!("<CLIENT_DATA Host=\"{host}\"/>"),
+        client: ClientInformation {
+            host_name: host.into(),
+            client_version: "5.1.104.0".into(),
+            processor_arch: "x64".into(),
+            os_version: "6.1".into(),
+            os_service_pack: 1,
+            os_type: "Client".into(),
+        },
+        packages: packages
+            .iter()
+            .map(|(v, pct)| PackageInformation {
+                package_id: Uuid::from_u128(*v + 1000),
+                version_id: Uuid::from_u128(*v),
+                name: format!("pkg{v}"),
+                version: Some("1.0".into()),
+                source: Some("http://content/x.appv".into()),
+                percent_cached: Some(*pct),
+            })
+            .collect(),
+        usage: apps
+            .iter()
+            .map(|(app, user)| ApplicationUsage {
+                application: (*app).into(),
+                application_version: "7.5".into(),
+                server: "pub1".into(),
+                user: (*user).into(),
+                package_version_id: Uuid::from_u128(if *app == "Notepad" { 1 } else { 2 }),
+                connection_group_version_id: None,
+                launched_at: Utc.with_ymd_and_hms(2026, 3, day, 8, 0, 0).unwrap(),
+                launch_status: "0-0".into(),
+                shutdown_at: Some(Utc.with_ymd_and_hms(2026, 3, day, 9, 0, 0).unwrap()),
+            })
+            .collect(),
+    }
+}
+
+async fn reporting_suite(db: Arc<dyn ReportingStore>) {
+    let batch = vec![
+        report(
+            1,
+            "pc1",
+            1,
+            &[("Notepad", "alice"), ("Notepad", "bob")],
+            &[(1, 40), (2, 100)],
+        ),
+        report(2, "pc2", 1, &[("Paint", "alice")], &[(1, 10)]),
+        report(3, "pc1", 2, &[("Notepad", "alice")], &[]),
+    ];
+    assert_eq!(
+        db.ingest(&batch).await.unwrap(),
+        IngestResult {
+            stored: 3,
+            duplicates: 0
+        }
+    );
+    // A retried batch (and a report repeated inside one) never duplicates.
+    let retry = vec![
+        batch[0].clone(),
+        report(4, "pc1", 3, &[], &[(1, 90)]),
+        batch[2].clone(),
+    ];
+    assert_eq!(
+        db.ingest(&retry).await.unwrap(),
+        IngestResult {
+            stored: 1,
+            duplicates: 2
+        }
+    );
+    assert_eq!(db.ingest(&[]).await.unwrap(), IngestResult::default());
+
+    let (received, source, body) = db.raw_report(Uuid::from_u128(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (source.as_str(), body.as_str()),
+        ("10.0.0.1", "<CLIENT_DATA Host=\"pc2\"/>")
+    );
+    assert_eq!(received, batch[1].received_at);
+    assert!(db.raw_report(Uuid::from_u128(99)).await.unwrap().is_none());
+
+    let per_day = db
+        .launches(LaunchGrouping::ApplicationPerDay)
+        .await
+        .unwrap();
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 3, d);
+    assert_eq!(
+        per_day,
+        [
+            LaunchCount {
+                key: "Notepad".into(),
+                day: day(1),
+                launches: 2
+            },
+            LaunchCount {
+                key: "Notepad".into(),
+                day: day(2),
+                launches: 1
+            },
+            LaunchCount {
+                key: "Paint".into(),
+                day: day(1),
+                launches: 1
+            },
+        ]
+    );
+    let per_user = db.launches(LaunchGrouping::User).await.unwrap();
+    assert_eq!(
+        per_user
+            .iter()
+            .map(|c| (c.key.as_str(), c.launches))
+            .collect::<Vec<_>>(),
+        [("alice", 3), ("bob", 1)]
+    );
+    let per_package = db.launches(LaunchGrouping::Package).await.unwrap();
+    assert_eq!(
+        per_package[0],
+        LaunchCount {
+            key: Uuid::from_u128(1).to_string(),
+            day: None,
+            launches: 3
+        }
+    );
+
+    let caches = db.client_caches().await.unwrap();
+    assert_eq!(caches.len(), 2);
+    let pc1 = &caches[0];
+    assert_eq!(pc1.client.host_name, "pc1");
+    assert_eq!(
+        pc1.last_report_at,
+        Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 4).unwrap()
+    );
+    // pc1's latest package list (report 4) replaced the first one.
+    assert_eq!(
+        pc1.packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.percent_cached))
+            .collect::<Vec<_>>(),
+        [("pkg1", Some(90))]
+    );
+    assert_eq!(caches[1].packages[0].percent_cached, Some(10));
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = format!("sqlite:{}", dir.path().join("management.db").display());
+    let r = format!("sqlite:{}", dir.path().join("reporting.db").display());
+    management_suite(avail_store::open_management(&m).await.unwrap()).await;
+    reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
+    // Reopening finds the data and the schema in place.
+    let again = avail_store::open_management(&m).await.unwrap();
+    assert_eq!(
+        again
+            .list_package_versions(&PackageFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        avail_store::status(&m, DatabaseKind::Management)
+            .await
+            .unwrap()
+            .installed,
+        1
+    );
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("avail_management").unwrap();
+    pg.create_database("avail_reporting").unwrap();
+    let (m, r) = (pg.url("avail_management"), pg.url("avail_reporting"));
+    // Not installed: opening is refused with a message that says what to do.
+    match avail_store::open_management(&m).await {
+        Err(StoreError::Schema(msg)) => assert!(msg.contains("avail db install"), "{msg}"),
+        other => panic!("{:?}", other.err()),
+    }
+    assert_eq!(
+        avail_store::install(&m, DatabaseKind::Management)
+            .await
+            .unwrap()
+            .installed,
+        1
+    );
+    assert_eq!(
+        avail_store::install(&r, DatabaseKind::Reporting)
+            .await
+            .unwrap()
+            .installed,
+        1
+    );
+    // Installing again changes nothing.
+    assert!(
+        avail_store::install(&m, DatabaseKind::Management)
+            .await
+            .unwrap()
+            .is_current()
+    );
+    management_suite(avail_store::open_management(&m).await.unwrap()).await;
+    reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_database_newer_than_avail_is_refused() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("m").unwrap();
+    avail_store::install(&pg.url("m"), DatabaseKind::Management)
+        .await
+        .unwrap();
+    pg.psql(
+        "m",
+        "INSERT INTO schema_version (version, name) VALUES (99, '099_future')",
+    )
+    .unwrap();
+    for result in [
+        avail_store::install(&pg.url("m"), DatabaseKind::Management)
+            .await
+            .map(|_| ()),
+        avail_store::open_management(&pg.url("m")).await.map(|_| ()),
+    ] {
+        match result {
+            Err(StoreError::Schema(msg)) => {
+                assert!(msg.contains("99") && msg.contains("upgrade Avail"), "{msg}")
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = format!("sqlite:{}", dir.path().join("m.db").display());
+    avail_store::install(&s, DatabaseKind::Management)
+        .await
+        .unwrap();
+    rusqlite::Connection::open(dir.path().join("m.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_version (version, name) VALUES (99, 'x')",
+            [],
+        )
+        .unwrap();
+    assert!(matches!(
+        avail_store::open_management(&s).await.err(),
+        Some(StoreError::Schema(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_dba_can_install_with_psql_from_the_sql_files() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("avail_management").unwrap();
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql/postgres/management");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-1",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-d",
+                &pg.url("avail_management"),
+                "-f",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let url = pg.url("avail_management");
+    assert!(
+        avail_store::status(&url, DatabaseKind::Management)
+            .await
+            .unwrap()
+            .is_current()
+    );
+    let db = avail_store::open_management(&url).await.unwrap();
+    db.create_group("g").await.unwrap();
+}

@@ -1,0 +1,26 @@
+//! Test-only helpers shared by the integration tests of the Avail crates.
+//!
+//! The main piece is [`Postgres`]: a real, throwaway PostgreSQL server in a
+//! temporary directory on a free port of 127.0.0.1, started with the server
+//! binaries of the machine (`/usr/lib/postgresql/*/bin`). It can also be set up
+//! as a synchronous primary with a hot standby, so failover tests can kill the
+//! primary and promote the standby. Everything is synchronous (`std::process`)
+//! and everything is stopped and removed when the value is dropped, including
+//! while a failing test unwinds.
+//!
+//! PostgreSQL refuses to run as root; when the tests run as root, every server
+//! command runs as the `postgres` system user through `runuser`.
+//!
+//! ```no_run
+//! let pg = avail_testkit::Postgres::start()?;
+//! pg.create_database("avail_management")?;
+//! assert_eq!(pg.psql("avail_management", "SELECT 1 + 1")?.trim(), "2");
+//! let url = pg.url("avail_management"); // postgres://postgres@127.0.0.1:PORT/avail_management
+//! # let _ = url;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+mod postgres;
+mod process;
+
+pub use postgres::{Postgres, bin_dir};
