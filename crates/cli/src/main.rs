@@ -1,7 +1,8 @@
 //! `avail`: the one binary of Avail. This crate only parses the command line and
-//! wires the library crates together; the work happens in `avail-format` (and,
-//! as they arrive, the store, server and client crates).
+//! wires the library crates together; the work happens in `avail-format`,
+//! `avail-store` (and, as they arrive, the server and client crates).
 
+mod db;
 mod package;
 mod progress;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Build, inspect, verify and extract .appv packages.
     #[command(subcommand)]
     Package(package::PackageCommand),
+    /// Install or check the Management and Reporting DB schemas.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Package(cmd) => package::run(cmd),
+        Command::Db(cmd) => db::run(cmd),
     };
     match result {
         Ok(code) => code,

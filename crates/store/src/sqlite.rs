@@ -128,6 +128,9 @@ pub(crate) async fn install(path: &str, kind: DatabaseKind) -> Result<SchemaStat
 }
 
 pub(crate) async fn status(path: &str, kind: DatabaseKind) -> Result<SchemaStatus> {
+    if !std::path::Path::new(path).exists() {
+        return Ok(schema::status(schema::sqlite(kind), 0));
+    }
     Db::open(path)?
         .run(move |conn| {
             Ok(schema::status(
