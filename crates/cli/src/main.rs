@@ -1,10 +1,12 @@
 //! `avail`: the one binary of Avail. This crate only parses the command line and
 //! wires the library crates together; the work happens in `avail-format`,
-//! `avail-store` (and, as they arrive, the server and client crates).
+//! `avail-store`, `avail-server` (and, as it arrives, the client crate).
 
+mod admin;
 mod db;
 mod package;
 mod progress;
+mod server;
 
 use std::process::ExitCode;
 
@@ -33,20 +35,32 @@ enum Command {
     /// Install or check the Management and Reporting DB schemas.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Run the server roles (management, content) on this machine.
+    Server(server::ServerArgs),
+    /// Administer a management server: packages, connection groups, directory, servers.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server reports where it listens and what it does; other commands stay quiet.
+    let default_level = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AVAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Package(cmd) => package::run(cmd),
         Command::Db(cmd) => db::run(cmd),
+        Command::Server(args) => server::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(code) => code,

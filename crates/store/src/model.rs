@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 /// An application a package version offers (from its manifest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Application {
     /// Application id, unique within the version.
     pub id: String,
@@ -20,6 +21,7 @@ pub struct Application {
 
 /// What the management service records when it imports a package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewPackageVersion {
     /// `appv:PackageId`: the package across its versions.
     pub package_id: Uuid,
@@ -41,6 +43,7 @@ pub struct NewPackageVersion {
 
 /// A package version as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageVersion {
     /// What was imported.
     #[serde(flatten)]
@@ -64,6 +67,7 @@ pub struct Added<T> {
 
 /// Narrow the package list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageFilter {
     /// Names containing this (case-insensitive).
     pub name_contains: Option<String>,
@@ -75,6 +79,7 @@ pub struct PackageFilter {
 
 /// A group entitled to a package version (App-V: "access", granted per AD group).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entitlement {
     /// The group.
     pub group: String,
@@ -84,6 +89,7 @@ pub struct Entitlement {
 
 /// What an upgrade carries from the previous version (App-V: "transfer access and configuration").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transfer {
     /// Copy the groups entitled, with their user configurations.
     pub entitlements: bool,
@@ -93,6 +99,7 @@ pub struct Transfer {
 
 /// A member package of a connection group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionGroupMember {
     /// The member package.
     pub package_id: Uuid,
@@ -104,6 +111,7 @@ pub struct ConnectionGroupMember {
 
 /// A connection group: packages that share one virtual environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionGroup {
     /// `AppConnectionGroupId`.
     pub id: Uuid,
@@ -125,6 +133,7 @@ pub struct ConnectionGroup {
 
 /// A change to a connection group; every change gives the group a new `version_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConnectionGroupChange {
     /// New display name.
     Rename(String),
@@ -151,6 +160,7 @@ pub enum ConnectionGroupChange {
 
 /// Someone or something in the directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Principal {
     /// A user.
@@ -163,6 +173,7 @@ pub enum Principal {
 
 /// A registered publishing server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishingServer {
     /// Its name.
     pub name: String,
@@ -176,6 +187,7 @@ pub struct PublishingServer {
 
 /// An administrator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Administrator {
     /// Login name.
     pub name: String,
@@ -187,6 +199,7 @@ pub struct Administrator {
 
 /// A report as the reporting service received it, with what it says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientReport {
     /// Report id: the client's, or derived from the host and body; a retry has the same id.
     pub id: Uuid,
@@ -206,6 +219,7 @@ pub struct ClientReport {
 
 /// `CLIENT_DATA`: App-V's ClientInformation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientInformation {
     /// `Host`: the client's FQDN.
     pub host_name: String,
@@ -223,6 +237,7 @@ pub struct ClientInformation {
 
 /// `PKG_DATA`: App-V's PackageInformation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageInformation {
     /// `Guid`: package or connection group id.
     pub package_id: Uuid,
@@ -240,6 +255,7 @@ pub struct PackageInformation {
 
 /// `APP_RECORD`: App-V's ApplicationUsage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApplicationUsage {
     /// `Name`: the application.
     pub application: String,
@@ -263,6 +279,7 @@ pub struct ApplicationUsage {
 
 /// What a batch of reports did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IngestResult {
     /// Reports stored now.
     pub stored: u64,
@@ -272,6 +289,7 @@ pub struct IngestResult {
 
 /// Launch counts, for the reports App-V administrators run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LaunchCount {
     /// What is counted: an application name, a user, or a package version id.
     pub key: String,
@@ -283,6 +301,7 @@ pub struct LaunchCount {
 
 /// How launches are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LaunchGrouping {
     /// Per application and day.
     ApplicationPerDay,
@@ -294,6 +313,7 @@ pub enum LaunchGrouping {
 
 /// A client and how much of each package it has cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientCache {
     /// The client.
     pub client: ClientInformation,
@@ -305,6 +325,7 @@ pub struct ClientCache {
 
 /// Whether a database's schema is one this Avail can use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SchemaStatus {
     /// The version installed (0 = nothing installed).
     pub installed: i32,

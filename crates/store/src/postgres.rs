@@ -23,7 +23,7 @@ use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::schema::{self, DatabaseKind};
+use crate::schema::{self, DatabaseKind, principal_name, principal_table};
 use crate::{ManagementStore, ReportingStore, Result, StoreError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -361,20 +361,6 @@ async fn get_connection_group(
         published: row.get(3),
         updated_at: row.get(4),
     })
-}
-
-fn principal_table(p: &Principal) -> (&'static str, &'static str, &'static str) {
-    match p {
-        Principal::User(_) => ("users", "group_users", "user_name"),
-        Principal::Machine(_) => ("machines", "group_machines", "machine_name"),
-        Principal::Group(_) => ("groups", "group_groups", "member_name"),
-    }
-}
-
-fn principal_name(p: &Principal) -> &str {
-    match p {
-        Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
-    }
 }
 
 async fn require_principal(c: &impl GenericClient, p: &Principal) -> std::result::Result<(), E> {

@@ -4,7 +4,7 @@
 //! runs; each records its own version in `schema_version`, so either way of
 //! installing leaves the same database.
 
-use crate::model::SchemaStatus;
+use crate::model::{Principal, SchemaStatus};
 use crate::{Result, StoreError};
 
 /// One install script.
@@ -87,5 +87,21 @@ pub(crate) fn require_current(kind: DatabaseKind, status: &SchemaStatus) -> Resu
         )))
     } else {
         Ok(())
+    }
+}
+
+/// Where a principal lives: (its table, its group-membership table, that table's member column).
+pub(crate) fn principal_table(p: &Principal) -> (&'static str, &'static str, &'static str) {
+    match p {
+        Principal::User(_) => ("users", "group_users", "user_name"),
+        Principal::Machine(_) => ("machines", "group_machines", "machine_name"),
+        Principal::Group(_) => ("groups", "group_groups", "member_name"),
+    }
+}
+
+/// A principal's name.
+pub(crate) fn principal_name(p: &Principal) -> &str {
+    match p {
+        Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
     }
 }

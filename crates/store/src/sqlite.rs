@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
 use crate::model::*;
-use crate::schema::{self, DatabaseKind};
+use crate::schema::{self, DatabaseKind, principal_name, principal_table};
 use crate::{ManagementStore, ReportingStore, Result, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
@@ -268,21 +268,6 @@ fn get_connection_group(conn: &Connection, id: Uuid) -> Result<ConnectionGroup> 
         published: row.3,
         updated_at: row.4,
     })
-}
-
-fn principal_table(p: &Principal) -> (&'static str, &'static str, &'static str) {
-    // (table, membership table, membership column)
-    match p {
-        Principal::User(_) => ("users", "group_users", "user_name"),
-        Principal::Machine(_) => ("machines", "group_machines", "machine_name"),
-        Principal::Group(_) => ("groups", "group_groups", "member_name"),
-    }
-}
-
-fn principal_name(p: &Principal) -> &str {
-    match p {
-        Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
-    }
 }
 
 fn require_principal(conn: &Connection, p: &Principal) -> Result<()> {

@@ -1,0 +1,673 @@
+//! The management service end to end with the real `avail` binary, on SQLite
+//! and on PostgreSQL: the App-V lifecycle (import → grant → publish → upgrade
+//! with transfer → unpublish → remove; a connection group of two packages with
+//! priorities and an optional member), authentication failures, a corrupted
+//! upload leaving nothing behind, and concurrent imports of one package.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use avail_testkit::Postgres;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `avail server`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    content_url: String,
+    token: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(database_url: Option<String>) -> Server {
+        Server::start_with(database_url, &[])
+    }
+
+    fn start_with(database_url: Option<String>, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (m, c) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avail"));
+        cmd.args(["server", "--data-dir"])
+            .arg(&data)
+            .env("AVAIL_MANAGEMENT_LISTEN", format!("127.0.0.1:{m}"))
+            .env("AVAIL_CONTENT_LISTEN", format!("127.0.0.1:{c}"))
+            .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap());
+        if let Some(url) = database_url {
+            cmd.env("AVAIL_MANAGEMENT_DATABASE_URL", url);
+        }
+        cmd.envs(env.iter().copied());
+        let child = cmd.spawn().unwrap();
+        let mut server = Server {
+            child,
+            url: format!("http://127.0.0.1:{m}"),
+            content_url: format!("http://127.0.0.1:{c}"),
+            token: String::new(),
+            data,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        loop {
+            let token =
+                std::fs::read_to_string(server.data.join("admin-token")).unwrap_or_default();
+            let healthy =
+                reqwest_blocking(&format!("{}/readyz", server.url)).is_some_and(|s| s == 200);
+            if healthy && !token.trim().is_empty() {
+                server.token = token.trim().to_owned();
+                break;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("avail server exited with {status}: {}", server.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `avail admin …` against this server, as its bootstrap administrator.
+    fn admin(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_avail"))
+            .arg("admin")
+            .args(args)
+            .env("AVAIL_SERVER", &self.url)
+            .env("AVAIL_TOKEN", &self.token)
+            .output()
+            .unwrap()
+    }
+
+    fn admin_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let o = self.admin(&all);
+        assert!(
+            o.status.success(),
+            "avail admin {args:?}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let o = self.admin(args);
+        assert!(
+            o.status.success(),
+            "avail admin {args:?}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    fn content_files(&self) -> Vec<PathBuf> {
+        walkdir::WalkDir::new(self.data.join("content"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Status of a GET, through a one-off runtime (the tests themselves are synchronous).
+fn reqwest_blocking(url: &str) -> Option<u16> {
+    request("GET", url, None, None).map(|(s, _)| s)
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Option<(u16, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut rb = client.request(method.parse().unwrap(), url);
+        if let Some(a) = auth {
+            rb = rb.header("Authorization", a);
+        }
+        if let Some(b) = body {
+            rb = rb
+                .header("Content-Type", "application/octet-stream")
+                .body(b);
+        }
+        let r = rb.send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.bytes().await.ok()?.to_vec()))
+    })
+}
+
+/// Pack a small application tree into a package with the given ids.
+fn pack(
+    dir: &Path,
+    name: &str,
+    package_id: &str,
+    version_id: &str,
+    version: &str,
+    content: &str,
+) -> PathBuf {
+    let tree = dir.join(format!("tree-{version_id}"));
+    std::fs::create_dir_all(tree.join("opt/app/bin")).unwrap();
+    std::fs::write(tree.join("opt/app/bin/app"), content.repeat(5000)).unwrap();
+    let out = dir.join(format!("{version_id}.appv"));
+    let o = Command::new(env!("CARGO_BIN_EXE_avail"))
+        .args(["package", "pack"])
+        .arg(&tree)
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--name",
+            name,
+            "--version",
+            version,
+            "--package-id",
+            package_id,
+            "--version-id",
+            version_id,
+        ])
+        .args(["--app", "app=/opt/app/bin/app"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    out
+}
+
+const PKG_A: &str = "11111111-0000-4000-8000-000000000001";
+const A1: &str = "11111111-0000-4000-8000-0000000000a1";
+const A2: &str = "11111111-0000-4000-8000-0000000000a2";
+const PKG_B: &str = "22222222-0000-4000-8000-000000000002";
+const B1: &str = "22222222-0000-4000-8000-0000000000b1";
+
+fn lifecycle(server: &Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    let a2 = pack(tmp.path(), "Editor", PKG_A, A2, "2.0", "version two\n");
+    let b1 = pack(tmp.path(), "Viewer", PKG_B, B1, "1.0", "viewer\n");
+
+    let imported = server.admin_json(&["package", "import", a1.to_str().unwrap()]);
+    assert_eq!(imported["created"], true);
+    assert_eq!(imported["version"]["version_id"], A1);
+    assert_eq!(imported["version"]["published"], false);
+    assert_eq!(
+        imported["version"]["applications"][0]["target"],
+        "/opt/app/bin/app"
+    );
+    // The file is in the content store under its immutable per-version path, served by the content role.
+    let path = imported["version"]["content_path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(path, format!("packages/{PKG_A}/{A1}.appv"));
+    assert_eq!(
+        std::fs::read(server.data.join("content").join(&path)).unwrap(),
+        std::fs::read(&a1).unwrap()
+    );
+    let (status, body) =
+        request("GET", &format!("{}/{path}", server.content_url), None, None).unwrap();
+    assert_eq!(
+        (status, body.len() as u64),
+        (200, std::fs::metadata(&a1).unwrap().len())
+    );
+
+    server.admin_ok(&["group", "create", "staff"]);
+    server.admin_ok(&["group", "create", "labs"]);
+    server.admin_ok(&["user", "create", "alice", "--group", "staff"]);
+    let cfg = tmp.path().join("deploy.xml");
+    std::fs::write(
+        &cfg,
+        "<DeploymentConfiguration PackageId=\"x\"><UserConfiguration/></DeploymentConfiguration>",
+    )
+    .unwrap();
+    server.admin_ok(&["package", "config", "Editor", cfg.to_str().unwrap()]);
+    server.admin_ok(&["package", "grant", "Editor", "staff"]);
+    server.admin_ok(&["package", "publish", A1]);
+    let shown = server.admin_json(&["package", "show", "Editor"]);
+    assert_eq!(shown["version"]["published"], true);
+    assert_eq!(shown["entitlements"][0]["group"], "staff");
+
+    // Upgrade: a new VersionId of the same PackageId, with entitlements and configuration transferred.
+    let upgraded = server.admin_json(&[
+        "package",
+        "upgrade",
+        "Editor",
+        a2.to_str().unwrap(),
+        "--transfer",
+    ]);
+    assert_eq!(upgraded["previous"], A1);
+    assert_eq!(upgraded["version"]["version_id"], A2);
+    let shown2 = server.admin_json(&["package", "show", A2]);
+    assert_eq!(shown2["entitlements"][0]["group"], "staff");
+    assert!(
+        shown2["deployment_config"]
+            .as_str()
+            .unwrap()
+            .contains("DeploymentConfiguration")
+    );
+    // By name, PKG is now the newest version.
+    assert_eq!(
+        server.admin_json(&["package", "show", "Editor"])["version"]["version_id"],
+        A2
+    );
+    // A different package is not an upgrade of Editor.
+    let o = server.admin(&["package", "upgrade", "Editor", b1.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("upgrade must be a new version"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    server.admin_ok(&["package", "publish", A2]);
+    server.admin_ok(&["package", "unpublish", A1]);
+    server.admin_ok(&["package", "remove", A1]);
+    assert!(
+        !server.data.join("content").join(&path).exists(),
+        "a removed version's file goes too"
+    );
+    let list = server.admin_json(&["package", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // A connection group of two packages, the optional one first.
+    server.admin_ok(&["package", "import", b1.to_str().unwrap()]);
+    server.admin_ok(&["package", "publish", "Viewer"]);
+    server.admin_ok(&["connection-group", "create", "Suite", "--priority", "3"]);
+    server.admin_ok(&["connection-group", "add", "Suite", "Editor"]);
+    server.admin_ok(&[
+        "connection-group",
+        "add",
+        "Suite",
+        "Viewer",
+        "--optional",
+        "--any-version",
+        "--position",
+        "0",
+    ]);
+    server.admin_ok(&["connection-group", "priority", "Suite", "1"]);
+    server.admin_ok(&["connection-group", "grant", "Suite", "labs"]);
+    let published = server.admin_json(&["connection-group", "publish", "Suite"]);
+    assert_eq!(published["published"], true);
+    assert_eq!(published["priority"], 1);
+    assert_eq!(published["members"][0]["package_id"], PKG_B);
+    assert_eq!(published["members"][0]["optional"], true);
+    assert_eq!(
+        published["members"][0]["version_id"],
+        Value::Null,
+        "any version"
+    );
+    assert_eq!(published["members"][1]["package_id"], PKG_A);
+    assert_eq!(published["members"][1]["version_id"], A2);
+    assert_eq!(published["entitled_groups"][0], "labs");
+    // A version a connection group names cannot be removed; the message says why.
+    let o = server.admin(&["package", "remove", A2]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("connection group Suite"),
+        "{}",
+        text(&o.stderr)
+    );
+    server.admin_ok(&["connection-group", "remove", "Suite", "Editor"]);
+    server.admin_ok(&["connection-group", "delete", "Suite"]);
+
+    // Publishing servers, machines and administrators.
+    let registered = server.admin_json(&["server", "register", "pub1"]);
+    assert!(
+        registered["credential"]
+            .as_str()
+            .unwrap()
+            .starts_with("avail_pub_")
+    );
+    assert_eq!(server.admin_json(&["server", "list"])[0]["name"], "pub1");
+    let machine = server.admin_json(&["machine", "create", "pc1", "--group", "labs"]);
+    assert!(
+        machine["credential"]
+            .as_str()
+            .unwrap()
+            .starts_with("avail_mch_")
+    );
+    assert_eq!(
+        server.admin_json(&["group", "show", "labs"])["members"][0],
+        serde_json::json!({"kind": "machine", "name": "pc1"})
+    );
+    let admins = server.admin_json(&["admin", "list"]);
+    assert_eq!(admins[0]["name"], "admin");
+}
+
+#[test]
+fn lifecycle_on_sqlite() {
+    let server = Server::start(None);
+    lifecycle(&server);
+}
+
+#[test]
+fn lifecycle_on_postgres() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("avail_management").unwrap();
+    let url = pg.url("avail_management");
+    let o = Command::new(env!("CARGO_BIN_EXE_avail"))
+        .args(["db", "install", "--management-url", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let server = Server::start(Some(url));
+    lifecycle(&server);
+}
+
+#[test]
+fn authentication_is_required_and_checked() {
+    let server = Server::start(None);
+    let packages = format!("{}/api/v1/packages", server.url);
+    let error = |auth: Option<&str>| {
+        let (status, body) = request("GET", &packages, auth, None).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            body["error"].as_str().unwrap().to_owned(),
+            body["message"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(error(None).0, 401);
+    assert_eq!(error(Some("Bearer avail_adm_wrong")).0, 401);
+    assert_eq!(error(Some("Basic !!!")).0, 401);
+    assert_eq!(error(Some("Digest x")).0, 401);
+    let (status, code, _) = error(Some("Bearer avail_adm_wrong"));
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+
+    // Machines and publishing servers authenticate but may change nothing.
+    server.admin_ok(&["group", "create", "g"]);
+    let machine = server.admin_json(&["machine", "create", "pc1"]);
+    let credential = format!("Bearer {}", machine["credential"].as_str().unwrap());
+    assert_eq!(error(Some(&credential)).0, 403);
+    let (status, _) = request(
+        "DELETE",
+        &format!("{}/api/v1/groups/g", server.url),
+        Some(&credential),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+    let publishing = server.admin_json(&["server", "register", "pub1"]);
+    assert_eq!(
+        error(Some(&format!(
+            "Bearer {}",
+            publishing["credential"].as_str().unwrap()
+        )))
+        .0,
+        403
+    );
+
+    // An administrator with a password (argon2) signs in with Basic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_avail"))
+        .args(["admin", "admin", "add", "carol", "--password-stdin"])
+        .env("AVAIL_SERVER", &server.url)
+        .env("AVAIL_TOKEN", &server.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    use base64::Engine as _;
+    let basic = |p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("carol:{p}"))
+        )
+    };
+    assert_eq!(
+        request(
+            "GET",
+            &packages,
+            Some(&basic("correct horse battery")),
+            None
+        )
+        .unwrap()
+        .0,
+        200
+    );
+    assert_eq!(error(Some(&basic("wrong"))).0, 401);
+
+    // Health, readiness and metrics need no credentials; the OpenAPI document does.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            reqwest_blocking(&format!("{}{path}", server.url)),
+            Some(200),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        reqwest_blocking(&format!("{}/api/v1/openapi.json", server.url)),
+        Some(200)
+    );
+    let (_, doc) = request(
+        "GET",
+        &format!("{}/api/v1/openapi.json", server.url),
+        None,
+        None,
+    )
+    .unwrap();
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    assert!(doc["paths"]["/api/v1/packages/{pkg}/upgrade"]["post"].is_object());
+    assert!(doc["components"]["schemas"]["PackageVersion"].is_object());
+}
+
+#[test]
+fn a_corrupted_upload_leaves_nothing_behind() {
+    let server = Server::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "some content\n");
+    let mut bytes = std::fs::read(&good).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"PK\x03\x04").unwrap() + 200;
+    bytes[at] ^= 0xFF;
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) = request(
+        "POST",
+        &format!("{}/api/v1/packages", server.url),
+        Some(&auth),
+        Some(bytes),
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "invalid_package");
+    assert!(
+        body["message"].as_str().unwrap().contains("block 0"),
+        "{body}"
+    );
+    // Not a zip at all, and an empty body.
+    let (status, _) = request(
+        "POST",
+        &format!("{}/api/v1/packages", server.url),
+        Some(&auth),
+        Some(b"hello".to_vec()),
+    )
+    .unwrap();
+    assert_eq!(status, 422);
+    let (status, _) = request(
+        "POST",
+        &format!("{}/api/v1/packages", server.url),
+        Some(&auth),
+        Some(Vec::new()),
+    )
+    .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        server.content_files().is_empty(),
+        "{:?}",
+        server.content_files()
+    );
+    assert_eq!(
+        server.admin_json(&["package", "list"]),
+        serde_json::json!([])
+    );
+
+    // A different file under a VersionId already imported is a conflict, and changes nothing.
+    server.admin_ok(&["package", "import", good.to_str().unwrap()]);
+    let other = pack(
+        &tmp.path().join("other"),
+        "Editor",
+        PKG_A,
+        A1,
+        "1.0",
+        "other content\n",
+    );
+    let o = server.admin(&["package", "import", other.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("409"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(server.content_files().len(), 1);
+    let stored = server
+        .data
+        .join("content")
+        .join(format!("packages/{PKG_A}/{A1}.appv"));
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        std::fs::read(&good).unwrap()
+    );
+}
+
+#[test]
+fn concurrent_imports_of_one_package_give_one_version() {
+    let server = Server::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let package = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "concurrent\n");
+    let bytes = std::fs::read(&package).unwrap();
+    let auth = format!("Bearer {}", server.token);
+    let url = format!("{}/api/v1/packages", server.url);
+    let results: Vec<(u16, Vec<u8>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| request("POST", &url, Some(&auth), Some(bytes.clone())).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    let existing = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(
+        (created, existing),
+        (1, 3),
+        "{:?}",
+        results
+            .iter()
+            .map(|(s, b)| (s, text(b)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        server
+            .admin_json(&["package", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(server.content_files().len(), 1);
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let mut server = Server::start(None);
+    assert!(server.log().contains("listening"), "{}", server.log());
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", server.log());
+    assert!(server.log().contains("shutting down"));
+    // The bootstrap token is readable by its owner only.
+    let token_file = server.data.join("admin-token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.starts_with("avail_adm_"));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn oversized_bodies_are_refused() {
+    let server = Server::start_with(None, &[("AVAIL_MAX_UPLOAD_BYTES", "50000")]);
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) = request(
+        "POST",
+        &format!("{}/api/v1/packages", server.url),
+        Some(&auth),
+        Some(vec![7u8; 60_000]),
+    )
+    .unwrap();
+    assert_eq!(status, 413, "{}", text(&body));
+    assert!(server.content_files().is_empty());
+    // JSON bodies are limited to 1 MiB.
+    let huge = format!("{{\"name\": \"{}\"}}", "g".repeat(2 << 20));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/groups", server.url))
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 413);
+}

@@ -1,0 +1,142 @@
+//! One error type for every HTTP handler, and the one place that decides status codes.
+//!
+//! Errors leave as JSON `{"error": code, "message": text}`. Bad input gets a
+//! precise 4xx with a message a person can act on; internal failures are logged
+//! with their detail and reach the client only as a generic message.
+
+use avail_format::FormatError;
+use avail_store::StoreError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code (`not_found`, `conflict`, …).
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// What a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The uploaded package is not a valid package.
+    #[error("{0}")]
+    InvalidPackage(#[from] FormatError),
+    /// A store error.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Anything else: logged, never shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// An internal error from anything displayable.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Exhaustive on purpose: a new error kind must decide its status here.
+        let (status, code, message) = match self {
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            ApiError::InvalidPackage(FormatError::Io { context, source }) => {
+                tracing::error!(%context, %source, "I/O error while reading a package");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_owned(),
+                )
+            }
+            ApiError::InvalidPackage(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_package",
+                e.to_string(),
+            ),
+            ApiError::Store(e) => match e {
+                StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", e.to_string()),
+                StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", e.to_string()),
+                StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+                StoreError::Unavailable(_) | StoreError::Schema(_) => {
+                    tracing::error!(error = %e, "database unavailable");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the database is unavailable; try again shortly".to_owned(),
+                    )
+                }
+                StoreError::Internal(_) => {
+                    tracing::error!(error = %e, "database error");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal error".to_owned(),
+                    )
+                }
+                _ => {
+                    tracing::error!(error = %e, "unexpected store error");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal error".to_owned(),
+                    )
+                }
+            },
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_owned(),
+                )
+            }
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: code.into(),
+                message,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(
+                    "Bearer realm=\"avail\", Basic realm=\"avail\"",
+                ),
+            );
+        }
+        response
+    }
+}
+
+/// Handler results.
+pub type ApiResult<T> = Result<T, ApiError>;
