@@ -226,11 +226,13 @@ fn main() -> Result<(), BoxError> {
     let tmp = tempfile::tempdir()?;
     // Other work on the machine skews every figure: say how busy it was.
     println!("load average at start: {}", load_average());
-    println!(
-        "SQLite {} (journal_mode=WAL synchronous=FULL), file in {}",
-        rusqlite::version(),
-        tmp.path().display()
-    );
+    if configs.iter().any(|c| c.backend == Backend::Sqlite) {
+        println!(
+            "SQLite {} (journal_mode=WAL synchronous=FULL), files in {}",
+            rusqlite::version(),
+            tmp.path().display()
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

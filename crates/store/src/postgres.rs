@@ -10,7 +10,7 @@
 //! that are safe to repeat are retried once on a fresh connection. So the same
 //! store object carries on through a failover; nothing needs a restart.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -66,10 +66,15 @@ fn broken(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// A transaction the server aborted to resolve contention; running it again is safe.
+fn contention(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code().map(|c| c.code()), Some("40001" | "40P01"))
+}
+
 impl E {
     fn retryable(&self) -> bool {
         match self {
-            E::Pg(e) => broken(e),
+            E::Pg(e) => broken(e) || contention(e),
             E::Pool(_) => true,
             E::Store(StoreError::Unavailable(_)) => true,
             E::Store(_) => false,
@@ -1226,8 +1231,10 @@ impl ReportingStore for PgReporting {
                 reports.iter().filter(|r| stored.contains(&r.id)).collect();
 
             // The newest report of each client decides its ClientInformation and package list.
-            let mut latest: HashMap<&str, &ClientReport> = HashMap::new();
-            let mut latest_with_packages: HashMap<&str, &ClientReport> = HashMap::new();
+            // Ordered maps: every batch locks clients' rows in host-name order, so
+            // concurrent batches wait for each other instead of deadlocking.
+            let mut latest: BTreeMap<&str, &ClientReport> = BTreeMap::new();
+            let mut latest_with_packages: BTreeMap<&str, &ClientReport> = BTreeMap::new();
             for r in &fresh {
                 let host = r.client.host_name.as_str();
                 if latest

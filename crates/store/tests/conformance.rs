@@ -867,3 +867,51 @@ async fn a_dba_can_install_with_psql_from_the_sql_files() {
     let db = avail_store::open_management(&url).await.unwrap();
     db.create_group("g").await.unwrap();
 }
+
+/// Concurrent batches touching the same clients wait for each other rather than
+/// deadlock (each batch locks clients in host-name order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingest_on_postgres_does_not_deadlock() {
+    let pg = Postgres::start().unwrap();
+    pg.create_database("r").unwrap();
+    avail_store::install(&pg.url("r"), DatabaseKind::Reporting)
+        .await
+        .unwrap();
+    let db = avail_store::open_reporting(&pg.url("r")).await.unwrap();
+    let hosts = ["pc1", "pc2", "pc3", "pc4", "pc5", "pc6"];
+    let tasks: Vec<_> = (0..4u128)
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for b in 0..10u128 {
+                    // Each task walks the hosts in its own order.
+                    let batch: Vec<ClientReport> = (0..hosts.len())
+                        .map(|i| {
+                            let host = hosts[(i + t as usize * 5) % hosts.len()];
+                            report(
+                                10_000 + t * 1000 + b * 10 + i as u128,
+                                host,
+                                1 + (b % 28) as u32,
+                                &[("App", "u")],
+                                &[(1, 50)],
+                            )
+                        })
+                        .collect();
+                    db.ingest(&batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let launches: i64 = db
+        .launches(LaunchGrouping::User)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.launches)
+        .sum();
+    assert_eq!(launches, 4 * 10 * hosts.len() as i64);
+    assert_eq!(db.client_caches().await.unwrap().len(), hosts.len());
+}
