@@ -13,7 +13,7 @@ CREATE TABLE raw_reports (
     report_id   uuid PRIMARY KEY,
     received_at timestamptz NOT NULL,
     source_host text NOT NULL,
-    body        text NOT NULL
+    body        text COMPRESSION lz4 NOT NULL
 );
 
 -- App-V's ClientInformation: the latest facts about each client.
