@@ -8,7 +8,8 @@ DURATION=${DURATION:-10}          # seconds per wrk run
 THREADS=${THREADS:-2}             # wrk -t
 CONNECTIONS=${CONNECTIONS:-32}    # wrk -c
 FILE_MB=${FILE_MB:-1024}          # size of the test file
-ROUNDS=${ROUNDS:-2}               # nginx, avail, nginx, avail, … ; the mean is reported
+ROUNDS=${ROUNDS:-4}               # nginx, avail, nginx, avail, … ; the mean is reported
+WARMUP=${WARMUP:-3}               # seconds of untimed wrk against each first
 BLOCK=65536
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +20,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
-    apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
-        { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -94,12 +95,24 @@ http {
     }
 }
 CONF
-"$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-"$server_bin" "$work/data" "$avail_port" 2>/dev/null &
-pids+=($!)
+# stdout to /dev/null: a background server must not hold a pipe that the
+# caller of this script reads (`bench/content.sh | tee …`).
+"$nginx_bin" -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' >/dev/null &
+nginx_pid=$!
+pids+=("$nginx_pid")
+"$server_bin" "$work/data" "$avail_port" >/dev/null 2>&1 &
+avail_pid=$!
+pids+=("$avail_pid")
 wait_for "$nginx_port" nginx
 wait_for "$avail_port" avail
+# CPU time is counted over nginx's workers and over the avail process (all its
+# threads); on a shared machine it says more than req/s alone.
+clk_tck=$(getconf CLK_TCK)
+cpu_ticks() { # PID… → utime + stime, in clock ticks
+    local total=0 pid
+    for pid in "$@"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+    echo "$total"
+}
 
 # Both must answer a range with exactly the right bytes before being timed.
 first=$((7 * BLOCK))
@@ -116,36 +129,50 @@ for port in "$nginx_port" "$avail_port"; do
     fi
 done
 
+# nginx listens before its workers are up: wait for all of them
+# (worker_processes auto = one per CPU).
+nginx_workers=()
+for _ in $(seq 100); do
+    mapfile -t nginx_workers < <(pgrep -P "$nginx_pid")
+    [ "${#nginx_workers[@]}" -ge "$(nproc)" ] && break
+    sleep 0.1
+done
+
 export CONTENT_PATH=/big.bin CONTENT_BLOCKS=$blocks CONTENT_BLOCK=$BLOCK
-run() { # NAME PORT → "req/s MB/s p50_us p99_us"
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" -s "$lua" "http://127.0.0.1:$2/")
-    echo "$out" | sed "s/^/  [$1] /" >&2
-    echo "$out" | awk '/^RESULT/ {
+run() { # SECONDS NAME PORT PID… → "req/s MB/s p50_us p99_us server_cpu_us_per_request"
+    local seconds=$1 name=$2 port=$3 out before after
+    shift 3
+    before=$(cpu_ticks "$@")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" -s "$lua" "http://127.0.0.1:$port/")
+    after=$(cpu_ticks "$@")
+    printf '%s\n' "$out" | awk -v name="$name" '{ print "  [" name "] " $0 }' >&2
+    echo "$out" | awk -v cpu_us=$(((after - before) * 1000000 / clk_tck)) '/^RESULT/ {
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         if (v["errors"] > 0) { print "errors=" v["errors"] > "/dev/stderr"; exit 1 }
         s = v["duration_us"] / 1e6
-        printf "%.0f %.1f %d %d\n", v["requests"] / s, v["bytes"] / s / 1e6, v["p50_us"], v["p99_us"] }'
+        printf "%.0f %.1f %d %d %.1f\n", v["requests"] / s, v["bytes"] / s / 1e6, v["p50_us"], v["p99_us"], cpu_us / v["requests"] }'
 }
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, random ${BLOCK}-byte ranges of a ${FILE_MB} MiB file, $ROUNDS round(s)" >&2
-run nginx "$nginx_port" >/dev/null # warm-up, untimed: connections, caches, CPU clocks
-run avail "$avail_port" >/dev/null
+# Warm-up, untimed: connections, the pool's threads, CPU frequency.
+run "$WARMUP" nginx "$nginx_port" "${nginx_workers[@]}" >/dev/null
+run "$WARMUP" avail "$avail_port" "$avail_pid" >/dev/null
 results=()
 for round in $(seq "$ROUNDS"); do
-    n=$(run nginx "$nginx_port")
-    a=$(run avail "$avail_port")
+    n=$(run "$DURATION" nginx "$nginx_port" "${nginx_workers[@]}")
+    a=$(run "$DURATION" avail "$avail_port" "$avail_pid")
     results+=("$round $n $a")
 done
 
+# Fields: round, then nginx and avail each: req/s MB/s p50 p99 cpu_us/req.
 printf '%s\n' "${results[@]}" | awk -v t="$THREADS" -v c="$CONNECTIONS" '
-    { nr += $2; nm += $3; ar += $6; am += $7; n++
-      printf "round %d: nginx %8.0f req/s %7.1f MB/s (p50 %d us, p99 %d us) | avail %8.0f req/s %7.1f MB/s (p50 %d us, p99 %d us) | %.2fx\n",
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $6 / $2 }
+    { nr += $2; nm += $3; nc += $6; ar += $7; am += $8; ac += $11; n++
+      printf "round %d: nginx %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req | avail %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req | %.2fx\n",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7 / $2 }
     END {
-      printf "\n%-6s %12s %10s\n", "", "req/s", "MB/s"
-      printf "%-6s %12.0f %10.1f\n", "nginx", nr / n, nm / n
-      printf "%-6s %12.0f %10.1f\n", "avail", ar / n, am / n
-      printf "\nratio avail/nginx: %.2fx (goal >= 0.80x)\n", ar / nr
-      printf "SUMMARY nginx_rps=%.0f avail_rps=%.0f nginx_MBps=%.1f avail_MBps=%.1f ratio=%.3f threads=%d connections=%d\n",
-             nr / n, ar / n, nm / n, am / n, ar / nr, t, c }'
+      printf "\n%-6s %10s %10s %16s\n", "", "req/s", "MB/s", "server CPU/req"
+      printf "%-6s %10.0f %10.1f %13.1f us\n", "nginx", nr / n, nm / n, nc / n
+      printf "%-6s %10.0f %10.1f %13.1f us\n", "avail", ar / n, am / n, ac / n
+      printf "\nratio avail/nginx: %.2fx req/s (goal >= 0.80x); %.2fx CPU efficiency\n", ar / nr, nc / ac
+      printf "SUMMARY nginx_rps=%.0f avail_rps=%.0f nginx_MBps=%.1f avail_MBps=%.1f ratio=%.3f nginx_cpu_us=%.1f avail_cpu_us=%.1f cpu_ratio=%.3f threads=%d connections=%d\n",
+             nr / n, ar / n, nm / n, am / n, ar / nr, nc / n, ac / n, nc / ac, t, c }'

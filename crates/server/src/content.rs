@@ -24,23 +24,32 @@
 //! Path safety: the raw request path is split on `/` and each segment is
 //! percent-decoded on its own, so an encoded slash can never join segments.
 //! Dot segments, NUL, backslashes and encoded slashes are refused with `400`;
-//! hidden names (a leading `.`, where writers stage files before renaming them
-//! into place), directories, non-regular files and anything whose opened file
-//! does not resolve under the root (a symlink escaping it) get `404`. The
-//! resolution check is made on the descriptor actually opened
-//! (`/proc/self/fd/N`), so a symlink swapped in between the check and the read
-//! cannot redirect it.
+//! hidden names (a leading `.`: writers stage files there before renaming
+//! them into place, as the management role does in `.incoming/`),
+//! directories, non-regular files and anything whose opened file does not
+//! resolve under the root (a symlink escaping it) get `404`. Each
+//! component is `lstat`ed: with no symlink on the way the file is inside the
+//! root by construction; through a symlink, the descriptor actually opened is
+//! resolved (`/proc/self/fd/N`) and must lie under the root. Either way the
+//! opened file's (device, inode) must be the one checked, so a name swapped
+//! in between the check and the `open` cannot redirect the read.
 //!
-//! Bodies are never read whole: a response of up to [`INLINE_LIMIT`] bytes
-//! (every single-block read of the client) is read in the same blocking task
-//! that opens the file, which keeps a small range at one thread-pool hop;
-//! larger ones are streamed in [`CHUNK`]-byte reads, one blocking task each.
+//! File-system work runs on a small fixed set of threads of its own, never on
+//! the async runtime's workers (see `blocking` for why not tokio's pool
+//! either). Bodies are never read whole: a response of up to [`INLINE_LIMIT`]
+//! bytes (every single-block read of the client) is read with one `pread` in
+//! the same job that opens the file, so a small range costs one hop to those
+//! threads; larger ones are streamed in [`CHUNK`]-byte reads, a job each.
 
 use std::{
     collections::VecDeque,
     fs::File,
-    io::{self, Read, Seek, SeekFrom},
-    os::unix::{ffi::OsStrExt, fs::MetadataExt, io::AsRawFd},
+    io,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{FileExt, MetadataExt},
+        io::AsRawFd,
+    },
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError},
@@ -64,7 +73,8 @@ use bytes::Bytes;
 pub const MAX_RANGES: usize = 64;
 
 /// Responses up to this many bytes are read at once while the file is
-/// opened, rather than streamed: one blocking-pool hop instead of two or more.
+/// opened, rather than streamed: one hop to the file-system threads instead
+/// of two or more.
 pub const INLINE_LIMIT: u64 = 256 * 1024;
 
 /// The read size when streaming a larger body.
@@ -120,12 +130,13 @@ async fn serve(
 ///
 /// Why not `tokio::task::spawn_blocking`: under load its pool grows a thread
 /// per request in flight (32 connections → ~32 threads), and every call then
-/// wakes an idle one, so on a small machine a third of the CPU went to context
-/// switches (measured: ~100 µs of server CPU per 64 KiB range against ~50 µs
-/// here). A few threads draining one queue stay busy instead of sleeping
-/// between jobs. File-system work is still never done on a runtime worker:
-/// a slow or hung disk or NFS share stalls content requests only, not the
-/// other roles sharing the runtime.
+/// wakes an idle one; on 2 cores a third of the CPU went to context switches
+/// (measured with `bench/content.sh`'s load: 80–110 µs of server CPU per
+/// 64 KiB range with it, 45–60 µs with this pool). A few threads draining one
+/// queue stay busy instead of sleeping between jobs. Doing the reads on the
+/// runtime workers themselves, as nginx does in its event loop, would save
+/// another ~10 µs, but then a slow or hung disk or NFS share would stall
+/// every role sharing the runtime, not just content requests.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
@@ -275,9 +286,9 @@ fn hex_value(b: u8) -> Option<u8> {
 /// task so that it only does file-system work.
 struct Conditions {
     if_match: Option<String>,
-    if_unmodified_since: Option<Option<u64>>,
+    if_unmodified_since: Option<u64>,
     if_none_match: Option<String>,
-    if_modified_since: Option<Option<u64>>,
+    if_modified_since: Option<u64>,
     if_range: Option<String>,
     /// `None`: no usable `Range` (absent, malformed, too many, or a `HEAD`).
     ranges: Option<Vec<RangeSpec>>,
@@ -291,15 +302,26 @@ impl Conditions {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_owned)
         };
-        // An unparsable date makes the precondition absent (RFC 9110 §13.1.3,
-        // §13.1.4: "invalid … the recipient MUST ignore"), kept as `Some(None)`
-        // only so that the "evaluate only if the other one is absent" rules
-        // still see the field as present.
-        let date = |name| text(name).map(|v| httpdate::parse_http_date(&v).ok().map(unix_secs));
+        // Entity-tag lists may come split over several field lines.
+        let list = |name| {
+            let lines: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!lines.is_empty()).then(|| lines.join(", "))
+        };
+        // An invalid date makes the precondition absent (RFC 9110 §13.1.3,
+        // §13.1.4: "the recipient MUST ignore").
+        let date = |name| {
+            text(name)
+                .and_then(|v| httpdate::parse_http_date(&v).ok())
+                .map(unix_secs)
+        };
         Conditions {
-            if_match: text(header::IF_MATCH),
+            if_match: list(header::IF_MATCH),
             if_unmodified_since: date(header::IF_UNMODIFIED_SINCE),
-            if_none_match: text(header::IF_NONE_MATCH),
+            if_none_match: list(header::IF_NONE_MATCH),
             if_modified_since: date(header::IF_MODIFIED_SINCE),
             if_range: text(header::IF_RANGE),
             ranges: if head {
@@ -397,8 +419,8 @@ struct Representation {
     content_type: &'static str,
 }
 
-/// Everything after the path check, on the blocking pool: open, check, decide,
-/// and for a small body read it.
+/// Everything after the path check, on the file-system threads: open, check,
+/// decide, and for a small body read it.
 fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> Response {
     let rep = match open(content, rel) {
         Ok(rep) => rep,
@@ -410,7 +432,7 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
         if !etag_list_matches(field, &rep.etag, false) {
             return validators(StatusCode::PRECONDITION_FAILED, &rep);
         }
-    } else if let Some(Some(since)) = request.if_unmodified_since
+    } else if let Some(since) = request.if_unmodified_since
         && rep.mtime > since
     {
         return validators(StatusCode::PRECONDITION_FAILED, &rep);
@@ -419,7 +441,7 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
         if etag_list_matches(field, &rep.etag, true) {
             return validators(StatusCode::NOT_MODIFIED, &rep);
         }
-    } else if let Some(Some(since)) = request.if_modified_since
+    } else if let Some(since) = request.if_modified_since
         && rep.mtime <= since
     {
         return validators(StatusCode::NOT_MODIFIED, &rep);
@@ -491,18 +513,40 @@ fn open(content: &Content, rel: &Path) -> Result<Representation, StatusCode> {
     };
     let path = root.join(rel);
 
-    // `stat` before `open`: opening a FIFO or a device could block or have
-    // side effects, so only regular files get opened at all.
-    let before = std::fs::metadata(&path).map_err(|e| open_error(&e))?;
+    // Every component is looked at with `lstat` before anything is opened.
+    // Without a symlink on the way, the file is inside the root by
+    // construction (the path has no `..`), and no further check is needed: the
+    // common case costs no more than the `stat` we need anyway. A FIFO or a
+    // device is refused before `open`, which could block on it or have side
+    // effects.
+    let mut at = root.to_path_buf();
+    let mut checked = None;
+    for component in rel.components() {
+        at.push(component);
+        let meta = std::fs::symlink_metadata(&at).map_err(|e| open_error(&e))?;
+        if meta.file_type().is_symlink() {
+            checked = None;
+            break;
+        }
+        checked = Some(meta);
+    }
+    let through_symlink = checked.is_none();
+    let before = match checked {
+        Some(meta) => meta,
+        None => std::fs::metadata(&path).map_err(|e| open_error(&e))?,
+    };
     if !before.is_file() {
         return Err(StatusCode::NOT_FOUND);
     }
     let file = File::open(&path).map_err(|e| open_error(&e))?;
     let meta = file.metadata().map_err(|e| internal(&e))?;
+    // The same (device, inode) as checked: whatever was renamed or swapped in
+    // between, the file opened is the one that was found inside the root.
     if !meta.is_file() || meta.ino() != before.ino() || meta.dev() != before.dev() {
         return Err(StatusCode::NOT_FOUND);
     }
-    if !resolves_inside(&file, &path, root) {
+    // Through a symlink, only where the file really is can tell.
+    if through_symlink && !resolves_inside(&file, &path, root) {
         return Err(StatusCode::NOT_FOUND);
     }
 
@@ -688,21 +732,16 @@ fn read_inline(file: &File, parts: &[Part], len: u64) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Appends bytes `offset..offset + n` of `file` to `buf`. `seek` + `read` into
-/// the vector's spare capacity rather than `pread` into a zeroed buffer: std
-/// reads a `File` into uninitialised capacity, which saves clearing every
-/// buffer first (measurable at 64 KiB a request). The descriptor is this
-/// response's own, so moving its offset disturbs nobody.
-fn read_range(mut file: &File, offset: u64, n: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Appends bytes `offset..offset + n` of `file` to `buf` with one `pread`.
+/// (`seek` + `take(n).read_to_end` would skip zeroing the buffer, but std
+/// reads in growing 8, 16, 32 KiB steps: four syscalls for 64 KiB instead of
+/// one; measured, the two cost the same, and this one is simpler.)
+fn read_range(file: &File, offset: u64, n: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     let start = buf.len();
-    file.seek(SeekFrom::Start(offset))?;
-    file.take(n).read_to_end(buf)?;
-    // A file truncated under us fails here rather than sending fewer bytes
-    // than Content-Length promises.
-    if (buf.len() - start) as u64 != n {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
+    buf.resize(start + usize::try_from(n).map_err(io::Error::other)?, 0);
+    // A file truncated under us fails here (UnexpectedEof) rather than
+    // sending fewer bytes than Content-Length promises.
+    file.read_exact_at(&mut buf[start..], offset)
 }
 
 /// A body that reads the file parts in [`CHUNK`]s on the file-system threads. A read

@@ -65,6 +65,9 @@ fn store() -> Store {
     std::fs::write(pkg.join("big.appv"), &big).unwrap();
     std::fs::write(pkg.join("notes.txt"), b"plain").unwrap();
     std::fs::write(root.join(".staging"), b"half-written").unwrap();
+    // Where the management role stages unverified uploads.
+    std::fs::create_dir_all(root.join(".incoming")).unwrap();
+    std::fs::write(root.join(".incoming/upload.part"), b"unverified").unwrap();
     std::os::unix::fs::symlink("../outside/secret", root.join("escape")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("outside"), root.join("escape-dir")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
@@ -485,6 +488,8 @@ async fn conditional_requests() {
         &[("if-none-match", &etag)],
         &[("if-none-match", &weak)],
         &[("if-none-match", &listed)],
+        // A list split over two field lines.
+        &[("if-none-match", "\"nope\""), ("if-none-match", &etag)],
         &[("if-none-match", "*")],
         &[("if-modified-since", &modified)],
         &[("if-modified-since", &later)],
@@ -565,6 +570,8 @@ const REFUSED: &[(&str, StatusCode)] = &[
     ("/pkg", StatusCode::NOT_FOUND),
     ("/pkg/", StatusCode::NOT_FOUND),
     ("/.staging", StatusCode::NOT_FOUND),
+    ("/.incoming/upload.part", StatusCode::NOT_FOUND),
+    ("/%2eincoming/upload.part", StatusCode::NOT_FOUND),
     ("/pkg/missing.appv", StatusCode::NOT_FOUND),
     ("/pkg/app.appv/more", StatusCode::NOT_FOUND),
 ];
