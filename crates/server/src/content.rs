@@ -34,12 +34,11 @@
 //! opened file's (device, inode) must be the one checked, so a name swapped
 //! in between the check and the `open` cannot redirect the read.
 //!
-//! File-system work runs on a small fixed set of threads of its own, never on
-//! the async runtime's workers (see `blocking` for why not tokio's pool
-//! either). Bodies are never read whole: a response of up to [`INLINE_LIMIT`]
+//! File-system work runs on the workers of the role's own runtime (see
+//! `blocking`). Bodies are never read whole: a response of up to [`INLINE_LIMIT`]
 //! bytes (every single-block read of the client) is read with one `pread` in
-//! the same job that opens the file, so a small range costs one hop to those
-//! threads; larger ones are streamed in [`CHUNK`]-byte reads, a job each.
+//! the same job that opens the file; larger ones are streamed in
+//! [`CHUNK`]-byte reads, a job each.
 
 use std::{
     collections::VecDeque,
@@ -50,9 +49,8 @@ use std::{
         fs::{FileExt, MetadataExt},
         io::AsRawFd,
     },
-    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
-    sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -126,108 +124,16 @@ async fn serve(
     }
 }
 
-/// Runs `f` on the role's file-system threads and waits for its result.
+/// Runs a file-system job for a request, right here on the worker.
 ///
-/// Why not `tokio::task::spawn_blocking`: under load its pool grows a thread
-/// per request in flight (32 connections → ~32 threads), and every call then
-/// wakes an idle one; on 2 cores a third of the CPU went to context switches
-/// (measured with `bench/content.sh`'s load: 80–110 µs of server CPU per
-/// 64 KiB range with it, 45–60 µs with this pool). A few threads draining one
-/// queue stay busy instead of sleeping between jobs. Doing the reads on the
-/// runtime workers themselves, as nginx does in its event loop, would save
-/// another ~10 µs, but then a slow or hung disk or NFS share would stall
-/// every role sharing the runtime, not just content requests.
+/// The content role runs on its own runtime (see `avail_server::run`), so its
+/// workers read files themselves, as nginx does in its event loop: no hop to
+/// another thread per request (measured with `bench/content.sh`: tokio's
+/// `spawn_blocking` cost 80–110 µs of server CPU per 64 KiB range, a separate
+/// read pool 45–60 µs, `block_in_place` ~60 µs). A slow disk or a hung share
+/// then stalls content requests only, never the other roles.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        // The receiver is gone when the client went away; nothing to do then.
-        let _ = tx.send(f());
-    });
-    match IoPool::get() {
-        Some(pool) => pool.submit(job),
-        // No thread could be started: fall back to tokio's pool.
-        None => drop(tokio::task::spawn_blocking(job)),
-    }
-    rx.await
-        .map_err(|_| io::Error::other("content file-system job panicked"))
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed set of threads taking jobs from one FIFO queue.
-struct IoPool {
-    queue: Mutex<PoolQueue>,
-    ready: Condvar,
-}
-
-struct PoolQueue {
-    jobs: VecDeque<Job>,
-    /// Threads waiting on `ready`: a job is only signalled when one is, so a
-    /// busy pool costs no wake-ups at all.
-    idle: usize,
-}
-
-impl IoPool {
-    /// The process-wide pool, started on first use: `2 ×` the CPUs, at least
-    /// 4 (enough reads in flight to keep a disk queue or a network share
-    /// busy), at most 16 (past that, threads only compete for the CPUs).
-    fn get() -> Option<&'static IoPool> {
-        static POOL: OnceLock<Option<&'static IoPool>> = OnceLock::new();
-        *POOL.get_or_init(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-            let pool: &'static IoPool = Box::leak(Box::new(IoPool {
-                queue: Mutex::new(PoolQueue {
-                    jobs: VecDeque::new(),
-                    idle: 0,
-                }),
-                ready: Condvar::new(),
-            }));
-            let started = (0..(2 * cpus).clamp(4, 16))
-                .filter(|_| {
-                    std::thread::Builder::new()
-                        .name("avail-content-io".into())
-                        .spawn(move || pool.work())
-                        .is_ok()
-                })
-                .count();
-            (started > 0).then_some(pool)
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolQueue> {
-        // Jobs run outside the lock, so a poisoned lock holds a sound queue.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn submit(&self, job: Job) {
-        let mut queue = self.lock();
-        queue.jobs.push_back(job);
-        let wake = queue.idle > 0;
-        drop(queue);
-        if wake {
-            self.ready.notify_one();
-        }
-    }
-
-    fn work(&self) {
-        let mut queue = self.lock();
-        loop {
-            if let Some(job) = queue.jobs.pop_front() {
-                drop(queue);
-                // A panicking job must not take the thread with it; its caller
-                // sees the dropped sender and answers 500.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
-                queue = self.lock();
-            } else {
-                queue.idle += 1;
-                queue = self
-                    .ready
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-                queue.idle -= 1;
-            }
-        }
-    }
+    Ok(f())
 }
 
 /// Turns the raw (still percent-encoded) request path into a relative path of

@@ -27,6 +27,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 
 pub use config::{Config, Role};
@@ -107,18 +108,23 @@ pub async fn run(
                 anyhow::bail!("the {role} role is not part of this version of Avail yet")
             }
         };
-        let listener = TcpListener::bind(listen)
-            .await
+        let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen} for the {role} role"))?;
+        listener.set_nonblocking(true)?;
         tracing::info!(%role, address = %listener.local_addr()?, "listening");
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, router)
+        let serve = async move {
+            axum::serve(TcpListener::from_std(listener)?, router)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await
-        }));
+        };
+        servers.push(if role == Role::Content {
+            on_own_runtime(serve.boxed())?
+        } else {
+            tokio::spawn(serve)
+        });
     }
     tokio::spawn(async move {
         shutdown.await;
@@ -132,6 +138,26 @@ pub async fn run(
             .context("a listener failed")?;
     }
     Ok(())
+}
+
+/// Run a role on a runtime of its own: the content role reads files on its
+/// workers (see `content`), so a slow disk must not stall the other roles. The
+/// listener and every connection are registered with that runtime's reactor,
+/// because the future is first polled there.
+fn on_own_runtime(
+    serve: futures_util::future::BoxFuture<'static, std::io::Result<()>>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("avail-content")
+        .build()
+        .context("cannot start the content role's runtime")?;
+    let task = runtime.spawn(serve);
+    Ok(tokio::spawn(async move {
+        let result = task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        runtime.shutdown_background();
+        result
+    }))
 }
 
 /// Hide the password of a database URL in messages.
