@@ -63,7 +63,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/packages/{pkg}/unpublish", post(unpublish_package))
         .route(
             "/api/v1/packages/{pkg}/upgrade",
-            post(upgrade_package).layer(DefaultBodyLimit::disable()),
+            post(upgrade_package).layer(upload_limit),
         )
         .route(
             "/api/v1/packages/{pkg}/deployment-config",
