@@ -243,8 +243,14 @@ impl<R: ReadAt> Package<R> {
     /// Check raw bytes fetched for a block (from [`Package::block_range`]) and return its content.
     pub fn decode_block(&self, file: usize, block: usize, raw: &[u8]) -> Result<Vec<u8>> {
         let f = self.file(file)?;
-        let mut inflater = Inflater::default();
-        decode(f, block, raw, &mut inflater).map(|(data, _)| data.to_vec())
+        // One inflater per thread: a streaming client decodes every block it reads,
+        // and a fresh inflater costs its state and a 64 KiB buffer each time.
+        thread_local! {
+            static INFLATER: std::cell::RefCell<Inflater> = std::cell::RefCell::new(Inflater::default());
+        }
+        INFLATER.with_borrow_mut(|inflater| {
+            decode(f, block, raw, inflater).map(|(data, _)| data.to_vec())
+        })
     }
 
     /// Read one block with a single range read, inflate it on its own and check its hash.
