@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use avail_format::manifest::Application;
-use avail_format::{PackOptions, Package, VerifyReport};
+use avail_format::{ExtractOptions, PackOptions, Package, VerifyReport};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -38,12 +38,43 @@ pub enum PackageCommand {
     /// Extract a package into DIR (which must not exist, or be empty), verifying
     /// every block. Nothing is written outside DIR; a package that fails
     /// verification leaves nothing behind. Avail payload lands under DIR/Root/.
+    /// Setuid, setgid and sticky bits of files are cleared, setuid and setgid of
+    /// directories too, and every directory keeps u+rx, unless --preserve-modes.
     Extract {
         /// The package.
         file: PathBuf,
         /// Target directory.
         dir: PathBuf,
+        /// Apply the package's modes exactly, setuid/setgid/sticky bits included.
+        /// Only as root.
+        #[arg(long)]
+        preserve_modes: bool,
     },
+}
+
+/// Exit code for a command line that cannot be run as given.
+const EXIT_USAGE: u8 = 2;
+
+/// What `inspect` and `verify` say of a signature: Avail does not check them.
+fn signature_status<R: avail_format::ReadAt>(package: &Package<R>) -> &'static str {
+    if package.signature().is_some() {
+        "present, not verified"
+    } else {
+        "none"
+    }
+}
+
+/// Whether this process's effective user is root.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
 }
 
 #[derive(Args)]
@@ -113,10 +144,22 @@ pub fn run(cmd: PackageCommand) -> Result<ExitCode> {
         PackageCommand::Pack(args) => pack(args),
         PackageCommand::Inspect { file, json } => inspect(&file, json),
         PackageCommand::Verify { file, json } => verify(&file, json),
-        PackageCommand::Extract { file, dir } => {
+        PackageCommand::Extract {
+            file,
+            dir,
+            preserve_modes,
+        } => {
+            if preserve_modes && !running_as_root() {
+                eprintln!(
+                    "error: --preserve-modes is only allowed as root: it keeps setuid, setgid and \
+                     sticky bits, and the extracted files belong to whoever extracts them"
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
             let package = open(&file)?;
             let bar = Bar::new("extract");
-            let result = avail_format::extract(&package, &dir, &bar);
+            let options = ExtractOptions { preserve_modes };
+            let result = avail_format::extract_with(&package, &dir, &options, &bar);
             bar.finish();
             let report = result.with_context(|| format!("{} was not extracted", file.display()))?;
             println!(
@@ -213,6 +256,8 @@ struct InspectOutput<'a> {
     package_size: u64,
     publishing_feature_block: Vec<&'a str>,
     primary_feature_block: Vec<&'a str>,
+    /// `AppxSignature.p7x`: "present, not verified" or "none".
+    signature: &'static str,
 }
 
 #[derive(Serialize)]
@@ -264,6 +309,7 @@ fn inspect(file: &PathBuf, json: bool) -> Result<ExitCode> {
         package_size: std::fs::metadata(file)?.len(),
         publishing_feature_block: feature(false),
         primary_feature_block: feature(true),
+        signature: signature_status(&package),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -292,6 +338,7 @@ fn inspect(file: &PathBuf, json: bool) -> Result<ExitCode> {
         out.publishing_feature_block.len(),
         out.primary_feature_block.len()
     );
+    println!("Signature:    {}", out.signature);
     println!("Applications: {}", out.applications.len());
     for a in &out.applications {
         println!(
@@ -321,6 +368,7 @@ fn verify(file: &PathBuf, json: bool) -> Result<ExitCode> {
                 "stored_blocks": report.stored_blocks,
                 "deflated_blocks": report.deflated_blocks,
                 "bytes": report.bytes,
+                "signature": signature_status(&package),
             })
         );
     } else {
@@ -328,6 +376,9 @@ fn verify(file: &PathBuf, json: bool) -> Result<ExitCode> {
             "OK: {} files, {} blocks ({} stored, {} deflated), {} bytes verified",
             report.files, report.blocks, report.stored_blocks, report.deflated_blocks, report.bytes
         );
+        if package.signature().is_some() {
+            println!("Signature: present, not verified (Avail does not check package signatures)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::error::{FormatError, Result};
-use crate::{BLOCK_SIZE, names, xml};
+use crate::xml::{self, Chunks, Node, Parser, SliceChunks, Tag, XmlLimits};
+use crate::{BLOCK_SIZE, Limits, names};
 
 /// The part name of the block map.
 pub const PART: &str = "AppxBlockMap.xml";
@@ -59,10 +60,30 @@ pub struct BlockMap {
 }
 
 impl BlockMap {
-    /// Parse and check the block map document.
+    /// Parse and check the block map document, with the default [`Limits`] but
+    /// for the largest file size.
     pub fn parse(bytes: &[u8], max_file_size: u64) -> Result<Self> {
-        let root = xml::parse(PART, bytes)?;
+        let limits = Limits {
+            max_file_size,
+            ..Limits::default()
+        };
+        Self::parse_with(bytes, &limits)
+    }
+
+    /// Parse and check the block map document within `limits`.
+    pub fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        Self::read(SliceChunks::new(bytes), limits, XmlLimits::from(limits))
+    }
+
+    /// Read the block map from `chunks` as it streams in: every bound is checked
+    /// at the element that breaks it, before the rest is read.
+    pub(crate) fn read<C: Chunks>(chunks: C, limits: &Limits, xml: XmlLimits) -> Result<Self> {
+        let mut parser = Parser::new(PART, chunks, xml, false);
         let bad = |reason: String| FormatError::xml(PART, reason);
+        let root = match parser.next()? {
+            Some(Node::Start(tag)) => tag,
+            _ => return Err(bad("no root element".into())),
+        };
         if root.name != "BlockMap"
             || !root.namespace.as_deref().is_some_and(|ns| {
                 ns.starts_with("http://schemas.microsoft.com/appx/") && ns.ends_with("/blockmap")
@@ -74,65 +95,29 @@ impl BlockMap {
             Some(SHA256) => {}
             other => return Err(bad(format!("unsupported HashMethod {other:?}"))),
         }
-        let mut files = Vec::with_capacity(root.children.len());
-        for f in root.children_named("File") {
-            let name = f
-                .attr("Name")
-                .ok_or_else(|| bad("<File> without Name".into()))?
-                .to_owned();
-            names::check_package_name(&name)?;
-            let size = xml::attr_u64(PART, f, "Size")?;
-            if size > max_file_size {
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        while let Some(node) = parser.next()? {
+            let Node::Start(f) = node else {
+                continue; // the root's end
+            };
+            if f.name != "File" {
+                parser.skip()?;
+                continue;
+            }
+            let file = read_file(&mut parser, &f, limits)?;
+            total = total.saturating_add(file.size);
+            if total > limits.max_total_size {
                 return Err(FormatError::SizeLimit {
-                    file: name,
-                    size,
-                    reason: format!("larger than the limit of {max_file_size} bytes"),
+                    file: file.name,
+                    size: total,
+                    reason: format!(
+                        "the package's files add up to more than {} bytes",
+                        limits.max_total_size
+                    ),
                 });
             }
-            let lfh_size = xml::attr_u64(PART, f, "LfhSize")?;
-            let expected = block_count(size);
-            let listed = f.children_named("Block").count() as u64;
-            if listed != expected {
-                return Err(FormatError::BlockCount {
-                    file: name,
-                    size,
-                    expected,
-                    actual: listed,
-                });
-            }
-            let mut blocks = Vec::with_capacity(listed as usize);
-            for (k, b) in f.children_named("Block").enumerate() {
-                let hash = b
-                    .attr("Hash")
-                    .and_then(|h| BASE64.decode(h).ok())
-                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                    .ok_or_else(|| bad(format!("{name}: block {k} has no valid SHA-256 Hash")))?;
-                let compressed_size = match b.attr("Size") {
-                    None => None,
-                    Some(_) => {
-                        let s = xml::attr_u64(PART, b, "Size")?;
-                        // A 64 KiB block can grow a little when deflated, never by more than this.
-                        if s == 0 || s > (BLOCK_SIZE + BLOCK_SIZE / 8) as u64 {
-                            return Err(FormatError::CorruptBlock {
-                                file: name.clone(),
-                                block: k as u64,
-                                reason: format!("impossible compressed size {s}"),
-                            });
-                        }
-                        Some(s as u32)
-                    }
-                };
-                blocks.push(Block {
-                    hash,
-                    compressed_size,
-                });
-            }
-            files.push(BlockMapFile {
-                name,
-                size,
-                lfh_size,
-                blocks,
-            });
+            files.push(file);
         }
         Ok(BlockMap { files })
     }
@@ -169,6 +154,86 @@ impl BlockMap {
         out.push_str("</BlockMap>\n");
         out
     }
+}
+
+/// Read one `<File>` whose start tag is `f`, up to and including its end tag.
+fn read_file<C: Chunks>(parser: &mut Parser<C>, f: &Tag, limits: &Limits) -> Result<BlockMapFile> {
+    let bad = |reason: String| FormatError::xml(PART, reason);
+    let name = f
+        .attr("Name")
+        .ok_or_else(|| bad("<File> without Name".into()))?
+        .to_owned();
+    names::check_package_name(&name)?;
+    let size = xml::attr_u64(PART, f, "Size")?;
+    if size > limits.max_file_size {
+        return Err(FormatError::SizeLimit {
+            file: name,
+            size,
+            reason: format!("larger than the limit of {} bytes", limits.max_file_size),
+        });
+    }
+    let lfh_size = xml::attr_u64(PART, f, "LfhSize")?;
+    let expected = block_count(size);
+    // Blocks past the expected count are counted, not kept.
+    let mut listed = 0u64;
+    let mut blocks = Vec::with_capacity(expected.min(1024) as usize);
+    let depth = parser.depth();
+    while parser.depth() >= depth {
+        let Some(node) = parser.next()? else {
+            return Err(bad("unexpected end of document".into()));
+        };
+        let Node::Start(b) = node else {
+            continue;
+        };
+        if b.name != "Block" || parser.depth() != depth + 1 {
+            parser.skip()?;
+            continue;
+        }
+        let k = listed;
+        listed += 1;
+        parser.skip()?;
+        if listed > expected {
+            continue;
+        }
+        let hash = b
+            .attr("Hash")
+            .and_then(|h| BASE64.decode(h).ok())
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| bad(format!("{name}: block {k} has no valid SHA-256 Hash")))?;
+        let compressed_size = match b.attr("Size") {
+            None => None,
+            Some(_) => {
+                let s = xml::attr_u64(PART, &b, "Size")?;
+                // A 64 KiB block can grow a little when deflated, never by more than this.
+                if s == 0 || s > (BLOCK_SIZE + BLOCK_SIZE / 8) as u64 {
+                    return Err(FormatError::CorruptBlock {
+                        file: name.clone(),
+                        block: k,
+                        reason: format!("impossible compressed size {s}"),
+                    });
+                }
+                Some(s as u32)
+            }
+        };
+        blocks.push(Block {
+            hash,
+            compressed_size,
+        });
+    }
+    if listed != expected {
+        return Err(FormatError::BlockCount {
+            file: name,
+            size,
+            expected,
+            actual: listed,
+        });
+    }
+    Ok(BlockMapFile {
+        name,
+        size,
+        lfh_size,
+        blocks,
+    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,32 @@ pub enum FormatError {
     /// The zip holds two entries with the same (decoded) name.
     #[error("the zip lists {0:?} twice")]
     DuplicateZipEntry(String),
+    /// The zip holds two entries whose names differ only in letter case: OPC part
+    /// names are case-insensitive, so they name the same part.
+    #[error(
+        "the zip lists {first:?} and {second:?}, which differ only in letter case: \
+         OPC part names are case-insensitive, so both name the same part"
+    )]
+    DuplicateZipEntryCase {
+        /// The name listed first.
+        first: String,
+        /// The name listed later.
+        second: String,
+    },
+    /// The block map lists a footprint part (the block map itself, `[Content_Types].xml`,
+    /// the signature or the code-integrity catalogue), which it must not.
+    #[error("the block map lists the footprint part {0:?}, which it must not")]
+    FootprintInBlockMap(String),
+    /// An XML part is beyond one of the parsing bounds of [`Limits`](crate::Limits).
+    #[error("{part} is refused: it has more than {limit} {what}")]
+    XmlLimit {
+        /// The part name.
+        part: String,
+        /// What was counted, and the [`Limits`](crate::Limits) field that bounds it.
+        what: &'static str,
+        /// The bound.
+        limit: u64,
+    },
     /// The block map lists a file twice.
     #[error("the block map lists {0:?} twice")]
     DuplicateBlockMapFile(String),

@@ -7,6 +7,11 @@
 //! verification leaves nothing behind. Names were checked when the package was
 //! opened; symlinks are created last, and never through another symlink, so no
 //! path in the package can reach outside the target.
+//!
+//! Modes are applied with care by default ([`ExtractOptions`]): setuid and
+//! setgid bits are cleared (and the sticky bit on files), and every directory
+//! keeps at least `u+rx`, so that whoever extracts a package can enter and
+//! read all it made. While extracting, every directory is `u+rwx`.
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -18,10 +23,44 @@ use crate::reader::{Package, VerifyReport};
 use crate::source::ReadAt;
 use crate::{Progress, names};
 
-/// Extract `package` into `dir`, which must not exist or be an empty directory.
+/// How [`extract_with`] applies the modes of `FilesystemMetadata.xml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractOptions {
+    /// Apply every mode exactly as packed: setuid, setgid and sticky bits kept,
+    /// directories without `u+rx` left so. Only for a caller running as root that
+    /// means it (the files belong to whoever extracts them); off by default.
+    pub preserve_modes: bool,
+}
+
+impl ExtractOptions {
+    /// The mode to give an entry of the given kind.
+    fn mode(&self, mode: u32, directory: bool) -> u32 {
+        if self.preserve_modes {
+            mode
+        } else if directory {
+            // No setuid/setgid; the sticky bit is harmless on a directory.
+            (mode & 0o1777) | 0o500
+        } else {
+            mode & 0o777
+        }
+    }
+}
+
+/// Extract `package` into `dir`, which must not exist or be an empty directory,
+/// with the default [`ExtractOptions`] (special mode bits cleared).
 pub fn extract<R: ReadAt>(
     package: &Package<R>,
     dir: &Path,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    extract_with(package, dir, &ExtractOptions::default(), progress)
+}
+
+/// Extract `package` into `dir`, which must not exist or be an empty directory.
+pub fn extract_with<R: ReadAt>(
+    package: &Package<R>,
+    dir: &Path,
+    options: &ExtractOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     match fs::read_dir(dir) {
@@ -58,8 +97,7 @@ pub fn extract<R: ReadAt>(
         .collect();
     for path in &paths {
         if let Some(p) = path.parent() {
-            fs::create_dir_all(p)
-                .map_err(|e| FormatError::io(format!("creating {}", p.display()), e))?;
+            create_dirs(root, p)?;
         }
         OpenOptions::new()
             .write(true)
@@ -84,9 +122,8 @@ pub fn extract<R: ReadAt>(
             let path = root.join(names::to_relative_path(&entry.name));
             match &entry.kind {
                 EntryKind::Directory => {
-                    fs::create_dir_all(&path)
-                        .map_err(|e| FormatError::io(format!("creating {}", path.display()), e))?;
-                    modes.push((path, entry.mode));
+                    create_dirs(root, &path)?;
+                    modes.push((path, options.mode(entry.mode, true)));
                 }
                 EntryKind::File => {
                     if !path.is_file() {
@@ -98,7 +135,7 @@ pub fn extract<R: ReadAt>(
                             ),
                         ));
                     }
-                    modes.push((path, entry.mode));
+                    modes.push((path, options.mode(entry.mode, false)));
                 }
                 EntryKind::Symlink { .. } => {}
             }
@@ -131,6 +168,32 @@ pub fn extract<R: ReadAt>(
         FormatError::io(format!("moving the extracted tree to {}", dir.display()), e)
     })?;
     Ok(report)
+}
+
+/// Create `path` (under `root`) and its missing parents, each `u+rwx` whatever
+/// the umask, so that extraction can always enter and write them.
+fn create_dirs(root: &Path, path: &Path) -> Result<()> {
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| *p != root && !p.is_dir())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => continue,
+            Err(e) => return Err(FormatError::io(format!("creating {}", dir.display()), e)),
+        }
+        let mode = fs::symlink_metadata(dir)
+            .map_err(|e| FormatError::io(format!("checking {}", dir.display()), e))?
+            .permissions()
+            .mode();
+        if mode & 0o700 != 0o700 {
+            fs::set_permissions(dir, Permissions::from_mode(mode | 0o700)).map_err(|e| {
+                FormatError::io(format!("setting the mode of {}", dir.display()), e)
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Every directory between `root` and `rel` must be a real directory, not a symlink.

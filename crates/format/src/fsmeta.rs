@@ -7,7 +7,8 @@
 
 use crate::error::{FormatError, Result};
 use crate::manifest::AVAIL_NS;
-use crate::{names, xml};
+use crate::xml::{self, Chunks, Node, Parser, SliceChunks, XmlLimits};
+use crate::{Limits, names};
 
 /// The part name.
 pub const PART: &str = "FilesystemMetadata.xml";
@@ -46,14 +47,28 @@ pub struct FilesystemMetadata {
 }
 
 impl FilesystemMetadata {
-    /// Parse the part.
+    /// Parse the part, within the default [`Limits`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let root = xml::parse(PART, bytes)?;
-        if root.name != "Metadata" {
-            return Err(FormatError::xml(PART, "the root element is not <Metadata>"));
+        Self::parse_with(bytes, &Limits::default())
+    }
+
+    /// Parse the part within `limits`.
+    pub fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        Self::read(SliceChunks::new(bytes), XmlLimits::from(limits))
+    }
+
+    /// Read the part as it streams in.
+    pub(crate) fn read<C: Chunks>(chunks: C, limits: XmlLimits) -> Result<Self> {
+        let mut parser = Parser::new(PART, chunks, limits, false);
+        match parser.next()? {
+            Some(Node::Start(root)) if root.name == "Metadata" => {}
+            _ => return Err(FormatError::xml(PART, "the root element is not <Metadata>")),
         }
         let mut entries = Vec::new();
-        for e in &root.children {
+        while let Some(node) = parser.next()? {
+            let Node::Start(e) = node else { continue };
+            // Children of entries, and App-V's own entries, are not Avail's business.
+            parser.skip()?;
             if e.namespace.as_deref() != Some(AVAIL_NS) {
                 continue;
             }

@@ -34,7 +34,7 @@ mod xml;
 pub mod zip;
 
 pub use error::{FormatError, Result};
-pub use extract::extract;
+pub use extract::{ExtractOptions, extract, extract_with};
 pub use reader::{Package, PackageFile, Sink, VerifyReport};
 pub use source::ReadAt;
 pub use writer::{PackOptions, PackSummary, pack};
@@ -54,6 +54,17 @@ pub struct Limits {
     pub max_total_size: u64,
     /// Largest central directory, block map, or metadata part read into memory.
     pub max_metadata_size: u64,
+    /// Most elements in one XML part (the block map has one per file and one per
+    /// 64 KiB block). The block map is further bounded by what the zip can hold:
+    /// one `<File>` per entry and one `<Block>` per 64 KiB the entries inflate to.
+    pub max_xml_elements: u64,
+    /// Most attributes (namespace declarations included) on one XML element.
+    pub max_xml_attributes: u64,
+    /// Most bytes of one XML part, decoded (UTF-16 parts count as their UTF-8).
+    pub max_xml_size: u64,
+    /// Most bytes in one tag, text run, comment or other piece of XML markup:
+    /// what the XML reader holds in memory at once.
+    pub max_xml_token: u64,
 }
 
 impl Default for Limits {
@@ -63,6 +74,15 @@ impl Default for Limits {
             max_file_size: 64 << 30,
             max_total_size: 1 << 40,
             max_metadata_size: 256 << 20,
+            // A block map of 4 million elements lists ~250 GiB of payload, and is
+            // ~280 MB: past `max_metadata_size` already.
+            max_xml_elements: 4_000_000,
+            // Real manifests have at most a few dozen (namespace declarations on
+            // `<Package>`); the block map at most 3.
+            max_xml_attributes: 256,
+            max_xml_size: 256 << 20,
+            // Real tokens are start tags of a few hundred bytes (a path at most 64 KiB).
+            max_xml_token: 1 << 20,
         }
     }
 }

@@ -8,8 +8,9 @@
 
 use uuid::Uuid;
 
+use crate::Limits;
 use crate::error::{FormatError, Result};
-use crate::xml;
+use crate::xml::{self, Chunks, Parser, SliceChunks, XmlLimits};
 
 /// The part name of the manifest.
 pub const PART: &str = "AppxManifest.xml";
@@ -50,9 +51,27 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parse a manifest.
+    /// Parse a manifest, within the default [`Limits`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let root = xml::parse(PART, bytes)?;
+        Self::parse_with(bytes, &Limits::default())
+    }
+
+    /// Parse a manifest within `limits`.
+    pub fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        Self::read(SliceChunks::new(bytes), XmlLimits::from(limits))
+    }
+
+    /// Read a manifest as it streams in. Only the elements read here are kept
+    /// (a real manifest has thousands more: extensions, capabilities, …).
+    pub(crate) fn read<C: Chunks>(chunks: C, limits: XmlLimits) -> Result<Self> {
+        let mut parser = Parser::new(PART, chunks, limits, true);
+        let root = xml::read_tree(&mut parser, |depth, name| match depth {
+            0 => true,
+            1 => matches!(name, "Identity" | "Properties" | "Applications"),
+            2 => matches!(name, "DisplayName" | "Application"),
+            3 => matches!(name, "Target" | "Arguments"),
+            _ => false,
+        })?;
         let bad = |reason: &str| FormatError::xml(PART, reason);
         if root.name != "Package" {
             return Err(bad("the root element is not <Package>"));

@@ -40,9 +40,30 @@ pub const FOOTPRINT: [&str; 4] = [
     "AppxMetadata\\CodeIntegrity.cat",
 ];
 
-/// Whether a package name is one of the footprint files.
+/// Whether a package name is one of the footprint files (in any letter case).
 pub fn is_footprint(name: &str) -> bool {
-    FOOTPRINT.iter().any(|f| f.eq_ignore_ascii_case(name))
+    FOOTPRINT.iter().any(|f| same_part(f, name))
+}
+
+/// Whether two package names name the same part: equal but for letter case.
+pub fn same_part(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        fold_case(a) == fold_case(b)
+    }
+}
+
+/// A name with letter case folded away: two part names are the same part when
+/// their folded forms are equal (OPC compares part names without regard to
+/// case). ASCII and Unicode case alike: upper-casing first also folds `ß` with
+/// `SS` and the Kelvin sign with `K`.
+pub fn fold_case(name: &str) -> String {
+    if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_uppercase().to_lowercase()
+    }
 }
 
 /// Turn a raw zip entry name into a checked package name.
@@ -221,6 +242,15 @@ mod tests {
     }
 
     #[test]
+    fn case_folds_for_ascii_and_unicode() {
+        assert_eq!(fold_case("Root\\MakeFile"), fold_case("root\\makefile"));
+        assert_eq!(fold_case("Ünïcödé"), fold_case("üNÏCÖDÉ"));
+        assert_eq!(fold_case("straße"), fold_case("STRASSE"));
+        assert_eq!(fold_case("\u{212A}elvin"), fold_case("kelvin"));
+        assert_ne!(fold_case("a"), fold_case("b"));
+    }
+
+    #[test]
     fn payload_names_mirror_absolute_paths() {
         assert_eq!(
             payload_name(Path::new("opt/foo/bin/foo")).unwrap(),
@@ -230,6 +260,11 @@ mod tests {
         assert_eq!(from_linux_path("/opt/foo").unwrap(), "Root\\opt\\foo");
         assert!(payload_name(Path::new("a\\b")).is_err());
         assert!(is_footprint("appxblockmap.xml"));
+        assert!(is_footprint("APPXMETADATA\\codeintegrity.CAT"));
+        assert!(
+            is_footprint("AppxSıgnature.p7x"),
+            "dotless i upper-cases to I"
+        );
         assert!(!is_footprint("VFS\\AppxBlockMap.xml"));
     }
 }

@@ -19,13 +19,12 @@ use crate::fsmeta::{self, FilesystemMetadata};
 use crate::manifest::{self, Manifest};
 use crate::source::ReadAt;
 use crate::streammap::{self, StreamMap};
-use crate::zip::{self, DEFLATED, STORED, ZipEntry};
+use crate::xml::{Chunks, XmlLimits};
+use crate::zip::{self, DEFLATED, MAX_DEFLATE_RATIO, STORED, ZipEntry};
 use crate::{BLOCK_SIZE, Limits, Progress, names};
 
 /// Blocks read and checked together by [`Package::verify`]: one byte range each.
 const VERIFY_RUN: usize = 64;
-/// The highest ratio deflate can reach (258-byte matches in 2-bit codes, with slack).
-const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// A payload file: its block-map entry joined with its zip entry.
 #[derive(Debug, Clone)]
@@ -103,24 +102,43 @@ impl<R: ReadAt> Package<R> {
     /// Open a package: read and check its structure, block map and manifest.
     pub fn open_with(source: R, limits: Limits) -> Result<Self> {
         let cd = zip::read_central_directory(&source, &limits)?;
-        let mut zip_index: HashMap<&str, usize> = HashMap::with_capacity(cd.entries.len());
-        for (i, e) in cd.entries.iter().enumerate() {
-            if zip_index.insert(e.name.as_str(), i).is_some() {
-                return Err(FormatError::DuplicateZipEntry(e.name.clone()));
-            }
-        }
+        let zip_index: HashMap<&str, usize> = cd
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
         let map_entry = cd
             .entries
             .iter()
-            .find(|e| e.name.eq_ignore_ascii_case(blockmap::PART))
+            .find(|e| names::same_part(&e.name, blockmap::PART))
             .ok_or(FormatError::MissingPart(blockmap::PART))?;
-        let map_bytes = read_whole_entry(&source, map_entry, &limits)?;
-        let map = BlockMap::parse(&map_bytes, limits.max_file_size)?;
+        // The block map cannot list more than the zip holds: one <File> per entry,
+        // one <Block> per 64 KiB the entries inflate to (bounded by deflate's ratio).
+        let most_elements = cd
+            .entries
+            .iter()
+            .filter(|e| !names::is_footprint(&e.name))
+            .fold(1 + cd.entries.len() as u64, |n, e| {
+                n.saturating_add(blockmap::block_count(e.uncompressed_size))
+            });
+        let map_limits = XmlLimits {
+            elements: limits.max_xml_elements.min(most_elements),
+            ..XmlLimits::from(&limits)
+        };
+        let map = BlockMap::read(
+            EntryChunks::new(&source, map_entry, &limits)?,
+            &limits,
+            map_limits,
+        )?;
 
         let mut by_name = HashMap::with_capacity(map.files.len());
         let mut files = Vec::with_capacity(map.files.len());
         let mut total = 0u64;
         for f in map.files {
+            if names::is_footprint(&f.name) {
+                return Err(FormatError::FootprintInBlockMap(f.name));
+            }
             if by_name.contains_key(&f.name) {
                 return Err(FormatError::DuplicateBlockMapFile(f.name));
             }
@@ -168,23 +186,51 @@ impl<R: ReadAt> Package<R> {
             stream_map: None,
             filesystem: None,
         };
+        let xml_limits = XmlLimits::from(&package.limits);
         let manifest_index = package
             .find_ignore_case(manifest::PART)
             .ok_or(FormatError::MissingPart(manifest::PART))?;
-        package.manifest = Manifest::parse(&package.read_file(manifest_index)?)?;
+        package.manifest = Manifest::read(package.chunks(manifest_index)?, xml_limits)?;
         if let Some(i) = package.find_ignore_case(streammap::PART) {
-            package.stream_map = Some(StreamMap::parse(&package.read_file(i)?)?);
+            package.stream_map = Some(StreamMap::read(package.chunks(i)?, xml_limits)?);
         }
         if let Some(i) = package.find_ignore_case(fsmeta::PART) {
-            package.filesystem = Some(FilesystemMetadata::parse(&package.read_file(i)?)?);
+            package.filesystem = Some(FilesystemMetadata::read(package.chunks(i)?, xml_limits)?);
         }
         Ok(package)
+    }
+
+    /// A payload file's blocks, one at a time and each checked, for the XML reader.
+    fn chunks(&self, file: usize) -> Result<FileChunks<'_, R>> {
+        let f = self.file(file)?;
+        if f.map.size > self.limits.max_metadata_size {
+            return Err(FormatError::SizeLimit {
+                file: f.map.name.clone(),
+                size: f.map.size,
+                reason: "too large to read into memory".into(),
+            });
+        }
+        Ok(FileChunks {
+            package: self,
+            file,
+            next: 0,
+            block: Vec::new(),
+        })
+    }
+
+    /// The signature part (`AppxSignature.p7x`), when the package has one. Avail
+    /// does not check signatures: a package with one is no more trusted than one
+    /// without, and tools should say so.
+    pub fn signature(&self) -> Option<&ZipEntry> {
+        self.entries
+            .iter()
+            .find(|e| names::same_part(&e.name, names::FOOTPRINT[2]))
     }
 
     fn find_ignore_case(&self, name: &str) -> Option<usize> {
         self.files
             .iter()
-            .position(|f| f.map.name.eq_ignore_ascii_case(name))
+            .position(|f| names::same_part(&f.map.name, name))
     }
 
     /// The payload files, in block-map order.
@@ -537,6 +583,15 @@ fn join(map: BlockMapFile, index: usize, entry: &ZipEntry, cd_offset: u64) -> Re
             });
         }
     }
+    if let Some(len) = entry.local_header_len.filter(|&len| len != map.lfh_size) {
+        return Err(FormatError::LocalHeader {
+            file: name,
+            reason: format!(
+                "it is {len} bytes long, the block map says LfhSize={}",
+                map.lfh_size
+            ),
+        });
+    }
     if entry
         .local_header_offset
         .checked_add(map.lfh_size)
@@ -594,54 +649,156 @@ fn decode<'a>(
     Ok((data, ended))
 }
 
-/// Read a whole zip entry that is not in the block map (the block map itself), bounded.
-fn read_whole_entry<R: ReadAt>(source: &R, entry: &ZipEntry, limits: &Limits) -> Result<Vec<u8>> {
-    let too_big = |size| FormatError::SizeLimit {
-        file: entry.name.clone(),
-        size,
-        reason: format!(
-            "larger than the limit of {} bytes for metadata",
-            limits.max_metadata_size
-        ),
-    };
-    if entry.uncompressed_size > limits.max_metadata_size {
-        return Err(too_big(entry.uncompressed_size));
+/// The blocks of a payload file, each read with one range read and checked
+/// against its hash before it is handed on.
+struct FileChunks<'a, R> {
+    package: &'a Package<R>,
+    file: usize,
+    next: usize,
+    block: Vec<u8>,
+}
+
+impl<R: ReadAt> Chunks for FileChunks<'_, R> {
+    fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
+        if self.next == self.package.files[self.file].map.blocks.len() {
+            return Ok(None);
+        }
+        self.block = self.package.read_block(self.file, self.next)?;
+        self.next += 1;
+        Ok(Some(&self.block))
     }
-    let lfh = zip::read_local_header(source, entry)?;
-    let raw = zip::read_at(
-        source,
-        entry.local_header_offset + lfh.len,
-        entry.compressed_size as usize,
-        &entry.name,
-    )?;
-    let data = if entry.method == STORED {
-        raw
-    } else {
-        let mut out = Vec::with_capacity(entry.uncompressed_size as usize);
-        let mut d = flate2::Decompress::new(false);
-        out.resize(entry.uncompressed_size as usize + 1, 0);
-        // MSIX tools flush the block map's stream without finishing it, so the end
-        // of the stream is not required: all input used and the right length are.
-        d.decompress(&raw, &mut out, flate2::FlushDecompress::Sync)
-            .map_err(|e| FormatError::xml(&entry.name, format!("does not inflate: {e}")))?;
-        if d.total_in() != entry.compressed_size || d.total_out() != entry.uncompressed_size {
+}
+
+/// A zip entry that is not in the block map (the block map itself), inflated a
+/// piece at a time: it may not inflate past the size the zip gives, and its
+/// size and CRC-32 are checked at its end.
+struct EntryChunks<'a, R: ?Sized> {
+    source: &'a R,
+    entry: &'a ZipEntry,
+    /// Next compressed byte to read, and the end of the entry's data.
+    next: u64,
+    end: u64,
+    input: Vec<u8>,
+    used: usize,
+    out: Vec<u8>,
+    /// `None` for a stored entry.
+    inflater: Option<flate2::Decompress>,
+    produced: u64,
+    crc: crc32fast::Hasher,
+    done: bool,
+}
+
+/// Compressed bytes read at once.
+const ENTRY_CHUNK: u64 = 64 * 1024;
+
+impl<'a, R: ReadAt + ?Sized> EntryChunks<'a, R> {
+    fn new(source: &'a R, entry: &'a ZipEntry, limits: &Limits) -> Result<Self> {
+        if entry.uncompressed_size > limits.max_metadata_size {
+            return Err(FormatError::SizeLimit {
+                file: entry.name.clone(),
+                size: entry.uncompressed_size,
+                reason: format!(
+                    "larger than the limit of {} bytes for metadata",
+                    limits.max_metadata_size
+                ),
+            });
+        }
+        let lfh = zip::read_local_header(source, entry)?;
+        let next = entry.local_header_offset + lfh.len;
+        Ok(EntryChunks {
+            source,
+            entry,
+            next,
+            end: next + entry.compressed_size,
+            input: Vec::new(),
+            used: 0,
+            out: Vec::new(),
+            inflater: (entry.method != STORED).then(|| flate2::Decompress::new(false)),
+            produced: 0,
+            crc: crc32fast::Hasher::new(),
+            done: false,
+        })
+    }
+
+    /// After the last byte: all input used, the zip's size and CRC-32.
+    fn finish(&mut self) -> Result<Option<&[u8]>> {
+        self.done = true;
+        let consumed = self.next == self.end && self.used == self.input.len();
+        if !consumed || self.produced != self.entry.uncompressed_size {
             return Err(FormatError::corrupt(format!(
-                "{} inflates to {} bytes, the zip says {}",
-                entry.name,
-                d.total_out(),
-                entry.uncompressed_size
+                "{} inflates to {} bytes{}, the zip says {}",
+                self.entry.name,
+                self.produced,
+                if consumed {
+                    ""
+                } else {
+                    " before its data ends"
+                },
+                self.entry.uncompressed_size
             )));
         }
-        out.truncate(entry.uncompressed_size as usize);
-        out
-    };
-    let crc = crc32fast::hash(&data);
-    if crc != entry.crc32 {
-        return Err(FormatError::Crc {
-            file: entry.name.clone(),
-            expected: entry.crc32,
-            actual: crc,
-        });
+        let crc = std::mem::take(&mut self.crc).finalize();
+        if crc != self.entry.crc32 {
+            return Err(FormatError::Crc {
+                file: self.entry.name.clone(),
+                expected: self.entry.crc32,
+                actual: crc,
+            });
+        }
+        Ok(None)
     }
-    Ok(data)
+}
+
+impl<R: ReadAt + ?Sized> Chunks for EntryChunks<'_, R> {
+    fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            if self.used == self.input.len() && self.next < self.end {
+                let len = (self.end - self.next).min(ENTRY_CHUNK) as usize;
+                self.input = zip::read_at(self.source, self.next, len, &self.entry.name)?;
+                self.next += len as u64;
+                self.used = 0;
+            }
+            let input = &self.input[self.used..];
+            let Some(inflater) = &mut self.inflater else {
+                if input.is_empty() {
+                    return self.finish();
+                }
+                let start = self.used;
+                self.used = self.input.len();
+                self.produced += input.len() as u64;
+                self.crc.update(input);
+                return Ok(Some(&self.input[start..]));
+            };
+            self.out.resize(ENTRY_CHUNK as usize, 0);
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            // MSIX tools flush the block map's stream without finishing it, so the
+            // end of the stream is not required: all input used and the right length are.
+            let status = inflater
+                .decompress(input, &mut self.out, flate2::FlushDecompress::Sync)
+                .map_err(|e| {
+                    FormatError::xml(&self.entry.name, format!("does not inflate: {e}"))
+                })?;
+            let used = (inflater.total_in() - before_in) as usize;
+            let made = (inflater.total_out() - before_out) as usize;
+            self.used += used;
+            self.produced += made as u64;
+            if self.produced > self.entry.uncompressed_size {
+                return Err(FormatError::corrupt(format!(
+                    "{} inflates to more than the {} bytes the zip says",
+                    self.entry.name, self.entry.uncompressed_size
+                )));
+            }
+            if made > 0 {
+                self.crc.update(&self.out[..made]);
+                return Ok(Some(&self.out[..made]));
+            }
+            let exhausted = self.used == self.input.len() && self.next == self.end;
+            if status == flate2::Status::StreamEnd || exhausted || used == 0 {
+                return self.finish();
+            }
+        }
+    }
 }

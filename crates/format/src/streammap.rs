@@ -5,7 +5,30 @@
 //! needs. Each lists whole files or runs of 64 KiB blocks.
 
 use crate::error::{FormatError, Result};
-use crate::{names, xml};
+use crate::xml::{self, Chunks, Node, Parser, SliceChunks, Tag, XmlLimits};
+use crate::{Limits, names};
+
+/// Hand each child element of the element just started to `each`, which must
+/// read it to its end (or [`Parser::skip`] it); returns after the parent's end.
+fn for_each_child<C: Chunks>(
+    parser: &mut Parser<C>,
+    mut each: impl FnMut(&mut Parser<C>, Tag) -> Result<()>,
+) -> Result<()> {
+    let depth = parser.depth();
+    while parser.depth() >= depth {
+        match parser.next()? {
+            Some(Node::Start(tag)) => each(parser, tag)?,
+            Some(_) => {}
+            None => {
+                return Err(FormatError::xml(
+                    parser.part(),
+                    "unexpected end of document",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The part name of the stream map.
 pub const PART: &str = "StreamMap.xml";
@@ -30,39 +53,60 @@ pub struct StreamMap {
 }
 
 impl StreamMap {
-    /// Parse a stream map.
+    /// Parse a stream map, within the default [`Limits`].
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let root = xml::parse(PART, bytes)?;
-        if root.name != "StreamMap" {
-            return Err(FormatError::xml(
-                PART,
-                "the root element is not <StreamMap>",
-            ));
+        Self::parse_with(bytes, &Limits::default())
+    }
+
+    /// Parse a stream map within `limits`.
+    pub fn parse_with(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        Self::read(SliceChunks::new(bytes), XmlLimits::from(limits))
+    }
+
+    /// Read a stream map as it streams in.
+    pub(crate) fn read<C: Chunks>(chunks: C, limits: XmlLimits) -> Result<Self> {
+        let mut parser = Parser::new(PART, chunks, limits, false);
+        match parser.next()? {
+            Some(Node::Start(root)) if root.name == "StreamMap" => {}
+            _ => {
+                return Err(FormatError::xml(
+                    PART,
+                    "the root element is not <StreamMap>",
+                ));
+            }
         }
         let mut map = StreamMap::default();
-        for block in root.children_named("FeatureBlock") {
-            let files = block
-                .children_named("File")
-                .map(|f| {
-                    let name = f
-                        .attr("Name")
-                        .ok_or_else(|| FormatError::xml(PART, "<File> without Name"))?;
-                    names::check_package_name(name)?;
-                    let runs = f
-                        .children_named("Blocks")
-                        .map(|b| {
-                            Ok((
-                                xml::attr_u64(PART, b, "Index")?,
-                                xml::attr_u64(PART, b, "Count")?,
-                            ))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(FeatureFile {
-                        name: name.to_owned(),
-                        runs,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+        while let Some(node) = parser.next()? {
+            let Node::Start(block) = node else { continue };
+            if block.name != "FeatureBlock" {
+                parser.skip()?;
+                continue;
+            }
+            let mut files = Vec::new();
+            for_each_child(&mut parser, |parser, f| {
+                if f.name != "File" {
+                    return parser.skip();
+                }
+                let name = f
+                    .attr("Name")
+                    .ok_or_else(|| FormatError::xml(PART, "<File> without Name"))?;
+                names::check_package_name(name)?;
+                let mut runs = Vec::new();
+                for_each_child(parser, |parser, b| {
+                    if b.name == "Blocks" {
+                        runs.push((
+                            xml::attr_u64(PART, &b, "Index")?,
+                            xml::attr_u64(PART, &b, "Count")?,
+                        ));
+                    }
+                    parser.skip()
+                })?;
+                files.push(FeatureFile {
+                    name: name.to_owned(),
+                    runs,
+                });
+                Ok(())
+            })?;
             match block.attr("Id") {
                 Some("PublishingFeatureBlock") => map.publishing = files,
                 Some("PrimaryFeatureBlock") => map.primary = files,

@@ -9,7 +9,7 @@
 //! The package is written to a temporary file beside the output and renamed into
 //! place only when complete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -189,6 +189,9 @@ fn scan(dir: &Path) -> Result<(Vec<Input>, FilesystemMetadata)> {
         )));
     }
     let mut inputs = Vec::new();
+    // Part names are case-insensitive (OPC): two files whose names differ only in
+    // case would be one part listed twice, which readers refuse.
+    let mut folded: HashMap<String, PathBuf> = HashMap::new();
     let mut meta = FilesystemMetadata::default();
     meta.entries.push(Entry {
         name: "Root".into(),
@@ -220,6 +223,16 @@ fn scan(dir: &Path) -> Result<(Vec<Input>, FilesystemMetadata)> {
         let kind = if ft.is_dir() {
             EntryKind::Directory
         } else if ft.is_file() {
+            if let Some(other) = folded.insert(names::fold_case(&name), rel.to_owned()) {
+                return Err(FormatError::Unpackable {
+                    path: item.path().display().to_string(),
+                    reason: format!(
+                        "its name differs from {} only in letter case, and package part \
+                         names are case-insensitive (OPC); rename one of them",
+                        dir.join(other).display()
+                    ),
+                });
+            }
             inputs.push(Input {
                 name: name.clone(),
                 size: md.len(),

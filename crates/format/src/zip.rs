@@ -8,6 +8,8 @@
 //! random-access source that may be an HTTP range fetcher. Only the two methods
 //! packages use (stored, deflate) are accepted.
 
+use std::collections::HashMap;
+
 use crate::Limits;
 use crate::error::{FormatError, Result};
 use crate::names;
@@ -22,6 +24,10 @@ const ZIP64_EXTRA: u16 = 0x0001;
 const EOCD_LEN: usize = 22;
 const LOCAL_LEN: usize = 30;
 const CENTRAL_LEN: usize = 46;
+/// Bytes read at once when reading local headers that lie close together.
+const LOCAL_WINDOW: u64 = 4096;
+/// The highest ratio deflate can reach (258-byte matches in 2-bit codes, with slack).
+pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// Zip compression method: stored.
 pub const STORED: u16 = 0;
@@ -47,6 +53,11 @@ pub struct ZipEntry {
     pub uncompressed_size: u64,
     /// Offset of the local file header.
     pub local_header_offset: u64,
+    /// Length of the local file header as that header itself gives it (30 + its
+    /// own name and extra field lengths, which may differ from the central
+    /// directory's); `None` when there is no local header signature there (which
+    /// [`Package::verify`](crate::Package::verify) refuses).
+    pub local_header_len: Option<u64>,
 }
 
 /// The central directory of a container.
@@ -178,7 +189,7 @@ pub fn read_central_directory<R: ReadAt + ?Sized>(
             limits.max_entries
         )));
     }
-    if cd_size > limits.max_metadata_size || cd_size < count * CENTRAL_LEN as u64 {
+    if cd_size > limits.max_metadata_size || cd_size < count.saturating_mul(CENTRAL_LEN as u64) {
         return Err(FormatError::corrupt(format!(
             "central directory size {cd_size} does not fit {count} entries"
         )));
@@ -193,6 +204,7 @@ pub fn read_central_directory<R: ReadAt + ?Sized>(
     }
     let cd = read_at(src, cd_offset, cd_size as usize, "the central directory")?;
     let mut entries = Vec::with_capacity(count as usize);
+    let mut guessed_lens = Vec::with_capacity(count as usize);
     let mut pos = 0usize;
     for index in 0..count {
         let bad =
@@ -263,12 +275,23 @@ pub fn read_central_directory<R: ReadAt + ?Sized>(
             )));
         }
         if local_header_offset
-            .checked_add(LOCAL_LEN as u64 + compressed_size)
+            .checked_add(LOCAL_LEN as u64)
+            .and_then(|x| x.checked_add(compressed_size))
             .is_none_or(|end| end > cd_offset)
         {
             return Err(FormatError::corrupt(format!(
                 "{name}: data lies outside the file"
             )));
+        }
+        // Deflate cannot inflate past this ratio: a larger claim is a zip bomb's.
+        if method == DEFLATED
+            && uncompressed_size > compressed_size.saturating_mul(MAX_DEFLATE_RATIO) + 258
+        {
+            return Err(FormatError::SizeLimit {
+                file: name,
+                size: uncompressed_size,
+                reason: format!("impossible for {compressed_size} compressed bytes (zip bomb?)"),
+            });
         }
         entries.push(ZipEntry {
             raw_name,
@@ -279,22 +302,31 @@ pub fn read_central_directory<R: ReadAt + ?Sized>(
             compressed_size,
             uncompressed_size,
             local_header_offset,
+            local_header_len: None,
         });
+        // The central directory's own name and extra lengths, until the local header is read.
+        guessed_lens.push((LOCAL_LEN + name_len + extra_len) as u64);
     }
     if pos != cd.len() {
         return Err(FormatError::corrupt("central directory has trailing bytes"));
     }
-    // Entries must not overlap: overlapping entries are how some zip bombs multiply data.
-    let mut spans: Vec<(u64, u64, &str)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e.local_header_offset,
-                e.local_header_offset + LOCAL_LEN as u64 + e.compressed_size,
-                e.name.as_str(),
-            )
-        })
-        .collect();
+    check_names(&entries)?;
+    read_local_header_lens(src, &mut entries, cd_offset)?;
+    // Entries must not overlap: overlapping entries are how some zip bombs multiply
+    // data, and an entry hidden in another's extra field is one other readers see
+    // and Avail would not. Each span starts with the local header's real length.
+    let mut spans: Vec<(u64, u64, &str)> = Vec::with_capacity(entries.len());
+    for (e, guess) in entries.iter().zip(guessed_lens) {
+        let end = e
+            .local_header_offset
+            .checked_add(e.local_header_len.unwrap_or(guess))
+            .and_then(|x| x.checked_add(e.compressed_size))
+            .filter(|&end| end <= cd_offset)
+            .ok_or_else(|| {
+                FormatError::corrupt(format!("{}: data lies outside the file", e.name))
+            })?;
+        spans.push((e.local_header_offset, end, e.name.as_str()));
+    }
     spans.sort_unstable();
     for pair in spans.windows(2) {
         if pair[1].0 < pair[0].1 {
@@ -308,6 +340,56 @@ pub fn read_central_directory<R: ReadAt + ?Sized>(
         entries,
         offset: cd_offset,
     })
+}
+
+/// Part names are unique without regard to case (OPC): two entries that differ
+/// only in case are one part listed twice.
+fn check_names(entries: &[ZipEntry]) -> Result<()> {
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(first) = seen.insert(names::fold_case(&e.name), i) {
+            let first = &entries[first].name;
+            return Err(if *first == e.name {
+                FormatError::DuplicateZipEntry(e.name.clone())
+            } else {
+                FormatError::DuplicateZipEntryCase {
+                    first: first.clone(),
+                    second: e.name.clone(),
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Read the fixed part of every entry's local header and record its real length.
+/// Headers are read in file order, several per range read when they lie close
+/// together (as a package's small files do), so that a source behind HTTP range
+/// requests does not pay one request per entry.
+fn read_local_header_lens<R: ReadAt + ?Sized>(
+    src: &R,
+    entries: &mut [ZipEntry],
+    cd_offset: u64,
+) -> Result<()> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by_key(|&i| entries[i].local_header_offset);
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_start = 0u64;
+    for i in order {
+        let at = entries[i].local_header_offset;
+        let in_window =
+            at >= window_start && at - window_start + LOCAL_LEN as u64 <= window.len() as u64;
+        if !in_window {
+            // The central directory check put every entry's header before it.
+            let len = (cd_offset - at).min(LOCAL_WINDOW) as usize;
+            window = read_at(src, at, len, "a local file header")?;
+            window_start = at;
+        }
+        let head = &window[(at - window_start) as usize..][..LOCAL_LEN];
+        entries[i].local_header_len = (u32_at(head, 0) == LOCAL_SIG)
+            .then(|| (LOCAL_LEN + u16_at(head, 26) as usize + u16_at(head, 28) as usize) as u64);
+    }
+    Ok(())
 }
 
 fn find_extra(mut extra: &[u8], id: u16) -> Option<&[u8]> {

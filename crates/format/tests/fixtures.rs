@@ -1,15 +1,17 @@
-//! The real AppX/MSIX packages in `../shared/fixtures/appx/`: the good ones verify
-//! with exactly the counts in the fixtures' README, every broken one is refused
-//! with the error that names its defect.
+//! The real AppX/MSIX packages in `tests/fixtures/` (from Microsoft's MSIX SDK; see
+//! its README): the good ones verify with exactly the counts in the README, every
+//! broken one is refused with the error that names its defect, and the defects
+//! of the SDK's larger broken packages are made in a good one and refused alike.
 
 use std::fs::File;
 use std::path::PathBuf;
 
-use avail_format::{FormatError, NoProgress, Package, VerifyReport};
+use avail_format::zip::{self, WrittenEntry};
+use avail_format::{FormatError, Limits, NoProgress, Package, VerifyReport};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/appx")
+        .join("tests/fixtures")
         .join(name)
 }
 
@@ -23,12 +25,10 @@ fn verify(name: &str) -> Result<VerifyReport, FormatError> {
 }
 
 #[test]
-fn hello_world_verifies_with_the_published_counts() {
-    let report = verify("HelloWorld.appx").unwrap();
-    assert_eq!(report.files, 122);
-    assert_eq!(report.blocks, 251);
-    assert_eq!(report.stored_blocks, 31);
-    assert_eq!(report.deflated_blocks, 220);
+fn test_appx_package_verifies_with_the_published_counts() {
+    let report = verify("TestAppxPackage_x64.appx").unwrap();
+    assert_eq!((report.files, report.blocks), (11, 14));
+    assert_eq!((report.stored_blocks, report.deflated_blocks), (7, 7));
 }
 
 #[test]
@@ -38,9 +38,16 @@ fn centennial_coffee_verifies_with_the_published_counts() {
 }
 
 #[test]
-fn test_appx_package_verifies_with_the_published_counts() {
-    let report = verify("TestAppxPackage_x64.appx").unwrap();
-    assert_eq!((report.files, report.blocks), (11, 14));
+fn payload_files_named_like_footprint_parts_are_payload() {
+    // VFS\…\AppxBlockMap.xml and VFS\…\appxblockmap.xml are ordinary files.
+    let package = open("CentennialCoffee.appx").unwrap();
+    let nested: Vec<&str> = package
+        .files()
+        .iter()
+        .map(|f| f.map.name.as_str())
+        .filter(|n| n.to_ascii_lowercase().ends_with("\\appxblockmap.xml"))
+        .collect();
+    assert_eq!(nested.len(), 3, "{nested:?}");
 }
 
 #[test]
@@ -53,16 +60,27 @@ fn manifests_of_real_packages_are_read() {
             .iter()
             .any(|a| a.id == "CCoffee" && a.target.as_deref() == Some("ccoffee.exe"))
     );
-    let hello = open("HelloWorld.appx").unwrap();
+    let test = open("TestAppxPackage_x64.appx").unwrap();
     assert_eq!(
-        hello.manifest().display_name.as_deref(),
-        Some("People Graph")
+        test.manifest().display_name.as_deref(),
+        Some("ms-resource:appName")
     );
 }
 
 #[test]
+fn a_signature_is_found_and_not_trusted() {
+    // Both real packages are signed; packages Avail packs are not (tests/roundtrip.rs).
+    for name in ["TestAppxPackage_x64.appx", "CentennialCoffee.appx"] {
+        let package = open(name).unwrap();
+        let signature = package.signature().expect("AppxSignature.p7x");
+        assert_eq!(signature.name, "AppxSignature.p7x");
+        assert!(signature.uncompressed_size > 0);
+    }
+}
+
+#[test]
 fn any_block_is_read_alone_and_matches_the_whole_file() {
-    let package = open("HelloWorld.appx").unwrap();
+    let package = open("TestAppxPackage_x64.appx").unwrap();
     let (index, file) = package
         .files()
         .iter()
@@ -70,7 +88,7 @@ fn any_block_is_read_alone_and_matches_the_whole_file() {
         .find(|(_, f)| f.deflated && f.map.blocks.len() > 3)
         .expect("a multi-block deflated file");
     let whole = {
-        let mut zip = zip_reader(&fixture("HelloWorld.appx"));
+        let mut zip = zip_reader(&fixture("TestAppxPackage_x64.appx"));
         zip.remove(&file.map.name.replace('\\', "/"))
             .expect("member")
     };
@@ -145,51 +163,155 @@ fn duplicate_block_map_file_is_refused() {
     }
 }
 
+/// `TestAppxPackage_x64.appx` with its block map's text changed by `edit` and the
+/// zip entries named in `drop` left out: every other entry is copied as it is
+/// (local header, data, data descriptor), at its new offset.
+fn altered(edit: impl FnOnce(String) -> String, drop: &[&str]) -> Vec<u8> {
+    let bytes = std::fs::read(fixture("TestAppxPackage_x64.appx")).unwrap();
+    let cd = zip::read_central_directory(bytes.as_slice(), &Limits::default()).unwrap();
+    let mut starts: Vec<u64> = cd.entries.iter().map(|e| e.local_header_offset).collect();
+    starts.push(cd.offset);
+    starts.sort_unstable();
+    let new_map = edit(read_block_map()).into_bytes();
+    let mut out = Vec::new();
+    let mut written = Vec::new();
+    for e in &cd.entries {
+        if drop.contains(&e.name.as_str()) {
+            continue;
+        }
+        let mut w = WrittenEntry {
+            zip_name: String::from_utf8(e.raw_name.clone()).unwrap(),
+            method: e.method,
+            crc32: e.crc32,
+            compressed_size: e.compressed_size,
+            uncompressed_size: e.uncompressed_size,
+            offset: out.len() as u64,
+            zip64: false,
+            mode: 0o100644,
+        };
+        if e.name == "AppxBlockMap.xml" {
+            w.method = zip::STORED;
+            w.crc32 = crc32fast::hash(&new_map);
+            w.compressed_size = new_map.len() as u64;
+            w.uncompressed_size = new_map.len() as u64;
+            out.extend_from_slice(&zip::local_header(&w));
+            out.extend_from_slice(&new_map);
+        } else {
+            let start = e.local_header_offset;
+            let end = starts[starts.iter().position(|&s| s == start).unwrap() + 1];
+            out.extend_from_slice(&bytes[start as usize..end as usize]);
+        }
+        written.push(w);
+    }
+    let cd_offset = out.len() as u64;
+    for w in &written {
+        out.extend_from_slice(&zip::central_header(w));
+    }
+    let cd_size = out.len() as u64 - cd_offset;
+    out.extend_from_slice(&zip::end_records(
+        written.len() as u64,
+        cd_offset,
+        cd_size,
+        false,
+    ));
+    out
+}
+
+/// The block map's text, inflated by `unzip`.
+fn read_block_map() -> String {
+    let mut members = zip_reader(&fixture("TestAppxPackage_x64.appx"));
+    String::from_utf8(members.remove("AppxBlockMap.xml").unwrap()).unwrap()
+}
+
+#[test]
+fn the_altering_helper_changes_nothing_by_itself() {
+    let bytes = altered(|map| map, &[]);
+    let report = Package::open(bytes).unwrap().verify(&NoProgress).unwrap();
+    assert_eq!((report.files, report.blocks), (11, 14));
+}
+
 #[test]
 fn block_map_file_missing_from_zip_is_refused() {
-    match open("Extra_file_in_blockmap.msix") {
-        Err(FormatError::FileMissingFromZip(name)) => assert_eq!(name, "App1.exe"),
-        other => panic!("{:?}", other.err()),
+    // The SDK's Extra_file_in_blockmap.msix: the zip lost a file the block map lists.
+    let err = Package::open(altered(|map| map, &["TestAppxPackage.winmd"])).err();
+    match err {
+        Some(FormatError::FileMissingFromZip(ref name)) => {
+            assert_eq!(name, "TestAppxPackage.winmd")
+        }
+        other => panic!("{other:?}"),
     }
+    assert!(err.unwrap().to_string().contains("TestAppxPackage.winmd"));
 }
 
 #[test]
 fn zip_file_missing_from_block_map_is_refused() {
-    match open("File_missing_from_blockmap.msix") {
-        Err(FormatError::FileMissingFromBlockMap(name)) => assert_eq!(name, "App1.exe"),
-        other => panic!("{:?}", other.err()),
-    }
-}
-
-#[test]
-fn bad_block_is_refused() {
-    // The package's block map lost the entry of App1.dll's block 10, so block 10's
-    // bytes would be checked against block 11's hash; the reader sees the missing
-    // block before it reads any data.
-    match open("Invalid_Bad_Block.msix") {
-        Err(FormatError::BlockCount {
-            file,
-            expected,
-            actual,
-            ..
-        }) => {
-            assert_eq!((file.as_str(), expected, actual), ("App1.dll", 23, 22));
+    // The SDK's File_missing_from_blockmap.msix.
+    let bytes = altered(
+        |map| {
+            let start = map.find("<File Name=\"resources.pri\"").unwrap();
+            let end = start + map[start..].find("</File>").unwrap() + "</File>".len();
+            format!("{}{}", &map[..start], &map[end..])
+        },
+        &[],
+    );
+    match Package::open(bytes) {
+        Err(e @ FormatError::FileMissingFromBlockMap(_)) => {
+            assert!(e.to_string().contains("block map does not list it"), "{e}");
+            assert!(matches!(e, FormatError::FileMissingFromBlockMap(n) if n == "resources.pri"));
         }
         other => panic!("{:?}", other.err()),
     }
 }
 
 #[test]
-fn wrong_uncompressed_size_is_refused() {
-    match open("Size_wrong_uncompressed.msix") {
-        Err(FormatError::SizeMismatch {
+fn a_missing_block_is_refused() {
+    // The SDK's Invalid_Bad_Block.msix: the block map lost the entry of one block,
+    // so the next block's bytes would be checked against the wrong hash; the reader
+    // sees the missing block before it reads any data.
+    let bytes = altered(
+        |map| {
+            let file = map.find("<File Name=\"TestAppxPackage.exe\"").unwrap();
+            let block = file + map[file..].find("<Block ").unwrap();
+            let end = block + map[block..].find("/>").unwrap() + 2;
+            format!("{}{}", &map[..block], &map[end..])
+        },
+        &[],
+    );
+    match Package::open(bytes) {
+        Err(FormatError::BlockCount {
             file,
-            zip,
-            block_map,
-        }) => {
-            assert_eq!(
-                (file.as_str(), zip, block_map),
-                ("Assets\\LockScreenLogo.scale-200.png", 1430, 1530)
+            expected,
+            actual,
+            ..
+        }) => assert_eq!(
+            (file.as_str(), expected, actual),
+            ("TestAppxPackage.exe", 4, 3)
+        ),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[test]
+fn wrong_uncompressed_size_is_refused() {
+    // The SDK's Size_wrong_uncompressed.msix.
+    let bytes = altered(
+        |map| {
+            map.replacen(
+                "Name=\"Assets\\LockScreenLogo.scale-200.png\" Size=\"1430\"",
+                "Name=\"Assets\\LockScreenLogo.scale-200.png\" Size=\"1530\"",
+                1,
+            )
+        },
+        &[],
+    );
+    match Package::open(bytes) {
+        Err(e @ FormatError::SizeMismatch { .. }) => {
+            assert!(
+                e.to_string().contains("1430 bytes in the zip but 1530"),
+                "{e}"
+            );
+            assert!(
+                matches!(e, FormatError::SizeMismatch { file, .. } if file == "Assets\\LockScreenLogo.scale-200.png")
             );
         }
         other => panic!("{:?}", other.err()),
@@ -203,10 +325,6 @@ fn every_broken_fixture_is_refused_by_verify_too() {
         "OPC_E_ZIP_CORRUPTED_ARCHIVE.appx",
         "No_blockmap.appx",
         "Duplicate_file_in_blockmap.appx",
-        "Extra_file_in_blockmap.msix",
-        "File_missing_from_blockmap.msix",
-        "Invalid_Bad_Block.msix",
-        "Size_wrong_uncompressed.msix",
     ] {
         assert!(verify(name).is_err(), "{name} verified");
     }

@@ -11,7 +11,8 @@ use avail_format::blockmap::{Block, BlockMap, BlockMapFile};
 use avail_format::manifest::Application;
 use avail_format::zip::{self, STORED, WrittenEntry};
 use avail_format::{
-    BLOCK_SIZE, FormatError, Limits, NoProgress, PackOptions, Package, extract, pack,
+    BLOCK_SIZE, ExtractOptions, FormatError, Limits, NoProgress, PackOptions, Package, extract,
+    extract_with, pack,
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -176,8 +177,10 @@ proptest! {
         let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
         check_blocks(&package, &src);
         package.verify(&NoProgress).unwrap();
+        // Modes exactly as packed (setuid included): the round trip is exact.
         let dest = tmp.path().join("dest");
-        extract(&package, &dest, &NoProgress).unwrap();
+        let exact = ExtractOptions { preserve_modes: true };
+        extract_with(&package, &dest, &exact, &NoProgress).unwrap();
         prop_assert_eq!(snapshot(&src), snapshot(&dest.join("Root")));
     }
 }
@@ -359,6 +362,150 @@ fn a_corrupted_stored_block_is_named() {
 fn a_wrong_local_header_is_named() {
     let (err, _) = corrupt_at(|p| p.files()[0].local_header_offset + 1);
     assert!(matches!(err, FormatError::LocalHeader { .. }), "{err:?}");
+}
+
+/// A tree whose modes extraction must not apply as they are: setuid, setgid and
+/// sticky files, a setgid directory, a sticky one, directories without `u+x` or `u+w`.
+fn special_modes_tree(root: &Path) -> Vec<(&'static str, u32)> {
+    let modes = [
+        ("opt/app/bin/suid", 0o4755),
+        ("opt/app/bin/sgid", 0o2711),
+        ("opt/app/sticky-file", 0o1644),
+        ("opt/app/shared", 0o2775),
+        ("opt/app/tmp", 0o1777),
+        ("opt/app/no-exec", 0o600),
+        ("opt/app/read-only", 0o555),
+        ("opt/app/closed", 0o000),
+    ];
+    for dir in [
+        "opt/app/bin",
+        "opt/app/shared",
+        "opt/app/tmp",
+        "opt/app/no-exec",
+    ] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::create_dir_all(root.join("opt/app/read-only/inside")).unwrap();
+    fs::write(root.join("opt/app/read-only/inside/file"), "x").unwrap();
+    fs::create_dir_all(root.join("opt/app/closed")).unwrap();
+    for file in [
+        "opt/app/bin/suid",
+        "opt/app/bin/sgid",
+        "opt/app/sticky-file",
+    ] {
+        fs::write(root.join(file), "#!/bin/sh\n").unwrap();
+    }
+    // Modes go on last: a closed or read-only directory could not be filled after.
+    for (path, mode) in modes.iter().rev() {
+        fs::set_permissions(root.join(path), fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    modes.to_vec()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Whether this process runs as root (which can read and pack a `000` directory).
+fn root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap()
+}
+
+#[test]
+fn extract_clears_special_bits_and_keeps_directories_enterable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut modes = special_modes_tree(&src);
+    if !root() {
+        // Not even its owner can list a `000` directory: it cannot be packed.
+        fs::set_permissions(
+            src.join("opt/app/closed"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        fs::remove_dir(src.join("opt/app/closed")).unwrap();
+        modes.retain(|(p, _)| *p != "opt/app/closed");
+    }
+    let out = tmp.path().join("p.appv");
+    pack(&src, &out, &options(8), &NoProgress).unwrap();
+    let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
+    let dest = tmp.path().join("dest");
+    extract(&package, &dest, &NoProgress).unwrap();
+    let expected = |path: &str| match path {
+        "opt/app/bin/suid" => 0o755,
+        "opt/app/bin/sgid" => 0o711,
+        "opt/app/sticky-file" => 0o644,
+        "opt/app/shared" => 0o775,
+        "opt/app/tmp" => 0o1777,
+        "opt/app/no-exec" => 0o700,
+        "opt/app/read-only" => 0o555,
+        "opt/app/closed" => 0o500,
+        other => panic!("{other}"),
+    };
+    for (path, _) in &modes {
+        assert_eq!(
+            mode_of(&dest.join("Root").join(path)),
+            expected(path),
+            "{path}"
+        );
+    }
+    // Everything it made can be read and removed by whoever extracted it.
+    assert_eq!(
+        fs::read(dest.join("Root/opt/app/read-only/inside/file")).unwrap(),
+        b"x"
+    );
+
+    let exact = tmp.path().join("exact");
+    let preserve = ExtractOptions {
+        preserve_modes: true,
+    };
+    extract_with(&package, &exact, &preserve, &NoProgress).unwrap();
+    for (path, mode) in &modes {
+        assert_eq!(mode_of(&exact.join("Root").join(path)), *mode, "{path}");
+    }
+    // Let the temporary directory be removed.
+    for tree in [src, dest.join("Root"), exact.join("Root")] {
+        for (path, _) in &modes {
+            fs::set_permissions(tree.join(path), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn pack_refuses_names_that_differ_only_in_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("opt/app")).unwrap();
+    fs::write(src.join("opt/app/Makefile"), "a").unwrap();
+    fs::write(src.join("opt/app/makefile"), "b").unwrap();
+    let out = tmp.path().join("p.appv");
+    match pack(&src, &out, &options(9), &NoProgress) {
+        Err(e @ FormatError::Unpackable { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("Makefile") && msg.contains("makefile") && msg.contains("case"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn packed_packages_have_no_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let out = tmp.path().join("p.appv");
+    pack(&src, &out, &options(10), &NoProgress).unwrap();
+    let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
+    assert!(package.signature().is_none());
 }
 
 #[test]
