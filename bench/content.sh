@@ -8,8 +8,9 @@ DURATION=${DURATION:-10}          # seconds per wrk run
 THREADS=${THREADS:-2}             # wrk -t
 CONNECTIONS=${CONNECTIONS:-32}    # wrk -c
 FILE_MB=${FILE_MB:-1024}          # size of the test file
-ROUNDS=${ROUNDS:-4}               # nginx, avail, nginx, avail, … ; the mean is reported
+ROUNDS=${ROUNDS:-4}               # nginx, avail[, baseline], nginx, avail, … ; the mean is reported
 WARMUP=${WARMUP:-3}               # seconds of untimed wrk against each first
+BASELINE=${BASELINE:-}            # another content-server binary to race too (an A/B of a change)
 BLOCK=65536
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,7 +28,14 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "building the content server (release)" >&2
 (cd "$repo" && cargo build --release -q -p avail-server --example content-server)
-server_bin="$repo/target/release/examples/content-server"
+# Where cargo put it: CARGO_TARGET_DIR if set (relative to the repository,
+# where cargo ran), else the repository's target/.
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+[[ $target_dir == /* ]] || target_dir=$repo/$target_dir
+server_bin="$target_dir/release/examples/content-server"
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/avail-bench-content.XXXXXX")
 pids=()
@@ -52,12 +60,13 @@ free_port() {
     done
 }
 
-wait_for() { # PORT NAME
-    for _ in $(seq 100); do
+wait_for() { # PORT NAME [LOG]
+    for _ in $(seq 300); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
     echo "$2 did not start on port $1" >&2
+    [ -z "${3:-}" ] || tail -5 "$3" >&2
     return 1
 }
 
@@ -72,6 +81,7 @@ blocks=$((FILE_MB * 1024 * 1024 / BLOCK))
 
 free_port; nginx_port=$port
 free_port; avail_port=$port
+free_port; base_port=$port
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes auto;
 pid $work/nginx/nginx.pid;
@@ -100,11 +110,23 @@ CONF
 "$nginx_bin" -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' >/dev/null &
 nginx_pid=$!
 pids+=("$nginx_pid")
-"$server_bin" "$work/data" "$avail_port" >/dev/null 2>&1 &
+# Both binaries are copied, so that a build into the same target directory
+# during the run (another checkout, a colleague) cannot swap them.
+cp "$server_bin" "$work/content-server"
+"$work/content-server" "$work/data" "$avail_port" >/dev/null 2>"$work/avail.log" &
 avail_pid=$!
 pids+=("$avail_pid")
+ports=("$nginx_port" "$avail_port")
+if [ -n "$BASELINE" ]; then
+    cp "$BASELINE" "$work/baseline-server"
+    "$work/baseline-server" "$work/data" "$base_port" >/dev/null 2>"$work/baseline.log" &
+    base_pid=$!
+    pids+=("$base_pid")
+    ports+=("$base_port")
+    wait_for "$base_port" baseline "$work/baseline.log"
+fi
 wait_for "$nginx_port" nginx
-wait_for "$avail_port" avail
+wait_for "$avail_port" avail "$work/avail.log"
 # CPU time is counted over nginx's workers and over the avail process (all its
 # threads); on a shared machine it says more than req/s alone.
 clk_tck=$(getconf CLK_TCK)
@@ -117,7 +139,7 @@ cpu_ticks() { # PID… → utime + stime, in clock ticks
 # Both must answer a range with exactly the right bytes before being timed.
 first=$((7 * BLOCK))
 expect=$(dd if="$work/data/big.bin" bs=$BLOCK skip=7 count=1 status=none | sha256sum | cut -d' ' -f1)
-for port in "$nginx_port" "$avail_port"; do
+for port in "${ports[@]}"; do
     got=$(exec 3<>"/dev/tcp/127.0.0.1/$port"
         printf 'GET /big.bin HTTP/1.0\r\nHost: localhost\r\nRange: bytes=%d-%d\r\n\r\n' \
             "$first" $((first + BLOCK - 1)) >&3
@@ -139,40 +161,66 @@ for _ in $(seq 100); do
 done
 
 export CONTENT_PATH=/big.bin CONTENT_BLOCKS=$blocks CONTENT_BLOCK=$BLOCK
-run() { # SECONDS NAME PORT PID… → "req/s MB/s p50_us p99_us server_cpu_us_per_request"
+run() { # SECONDS NAME PORT PID… → "req/s MB/s p50_us p99_us server_cpu_us wrk_cpu_us" (CPU per request)
     local seconds=$1 name=$2 port=$3 out before after
     shift 3
     before=$(cpu_ticks "$@")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" -s "$lua" "http://127.0.0.1:$port/")
+    # `times`, run by the same subshell as wrk, prints the subshell's own CPU
+    # time and then its children's, i.e. wrk's.
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" -s "$lua" "http://127.0.0.1:$port/"
+        echo WRKCPU
+        times)
     after=$(cpu_ticks "$@")
-    printf '%s\n' "$out" | awk -v name="$name" '{ print "  [" name "] " $0 }' >&2
-    echo "$out" | awk -v cpu_us=$(((after - before) * 1000000 / clk_tck)) '/^RESULT/ {
+    printf '%s\n' "$out" | sed '/^WRKCPU/,$d' | awk -v name="$name" '{ print "  [" name "] " $0 }' >&2
+    echo "$out" | awk -v cpu_us=$(((after - before) * 1000000 / clk_tck)) '
+      function secs(t, m) { m = t; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", t); sub(/s$/, "", t); return m * 60 + t }
+      /^WRKCPU/ { at = NR }
+      at && NR == at + 2 { wrk_us = (secs($1) + secs($2)) * 1e6 }
+      /^RESULT/ {
         for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        if (v["errors"] > 0) { print "errors=" v["errors"] > "/dev/stderr"; exit 1 }
+        if (v["errors"] > 0) { print "errors=" v["errors"] > "/dev/stderr"; failed = 1; exit 1 } }
+      END {
+        if (failed || !v["requests"]) exit 1
         s = v["duration_us"] / 1e6
-        printf "%.0f %.1f %d %d %.1f\n", v["requests"] / s, v["bytes"] / s / 1e6, v["p50_us"], v["p99_us"], cpu_us / v["requests"] }'
+        printf "%.0f %.1f %d %d %.1f %.1f\n", v["requests"] / s, v["bytes"] / s / 1e6, v["p50_us"], v["p99_us"], cpu_us / v["requests"], wrk_us / v["requests"] }'
 }
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, random ${BLOCK}-byte ranges of a ${FILE_MB} MiB file, $ROUNDS round(s)" >&2
-# Warm-up, untimed: connections, the pool's threads, CPU frequency.
+# Warm-up, untimed: connections, the runtime's threads, CPU frequency.
 run "$WARMUP" nginx "$nginx_port" "${nginx_workers[@]}" >/dev/null
 run "$WARMUP" avail "$avail_port" "$avail_pid" >/dev/null
+[ -z "$BASELINE" ] || run "$WARMUP" baseline "$base_port" "$base_pid" >/dev/null
 results=()
 for round in $(seq "$ROUNDS"); do
     n=$(run "$DURATION" nginx "$nginx_port" "${nginx_workers[@]}")
     a=$(run "$DURATION" avail "$avail_port" "$avail_pid")
-    results+=("$round $n $a")
+    b=""
+    [ -z "$BASELINE" ] || b=$(run "$DURATION" baseline "$base_port" "$base_pid")
+    results+=("$round $n $a $b")
 done
 
-# Fields: round, then nginx and avail each: req/s MB/s p50 p99 cpu_us/req.
+# Fields: round, then nginx, avail (and the baseline) each: req/s MB/s p50 p99
+# server_cpu_us wrk_cpu_us (per request).
 printf '%s\n' "${results[@]}" | awk -v t="$THREADS" -v c="$CONNECTIONS" '
-    { nr += $2; nm += $3; nc += $6; ar += $7; am += $8; ac += $11; n++
-      printf "round %d: nginx %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req | avail %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req | %.2fx\n",
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $7 / $2 }
+    { nr += $2; nm += $3; nc += $6; nw += $7; ar += $8; am += $9; ac += $12; aw += $13; n++
+      printf "round %d: nginx %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req (wrk %5.1f) | avail %6.0f req/s %7.1f MB/s p50 %5d us p99 %6d us %5.1f us CPU/req (wrk %5.1f) | %.2fx",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $8 / $2
+      if (NF >= 19) {
+          base = 1; br += $14; bm += $15; bc += $18; bw += $19
+          printf " | baseline %6.0f req/s %5.1f us CPU/req (wrk %5.1f) | avail/baseline %.2fx", $14, $18, $19, $8 / $14
+      }
+      printf "\n" }
     END {
-      printf "\n%-6s %10s %10s %16s\n", "", "req/s", "MB/s", "server CPU/req"
-      printf "%-6s %10.0f %10.1f %13.1f us\n", "nginx", nr / n, nm / n, nc / n
-      printf "%-6s %10.0f %10.1f %13.1f us\n", "avail", ar / n, am / n, ac / n
-      printf "\nratio avail/nginx: %.2fx req/s (goal >= 0.80x); %.2fx CPU efficiency\n", ar / nr, nc / ac
-      printf "SUMMARY nginx_rps=%.0f avail_rps=%.0f nginx_MBps=%.1f avail_MBps=%.1f ratio=%.3f nginx_cpu_us=%.1f avail_cpu_us=%.1f cpu_ratio=%.3f threads=%d connections=%d\n",
-             nr / n, ar / n, nm / n, am / n, ar / nr, nc / n, ac / n, nc / ac, t, c }'
+      printf "\n%-8s %10s %10s %16s %16s %22s\n", "", "req/s", "MB/s", "server CPU/req", "wrk CPU/req", "req per CPU-s (both)"
+      printf "%-8s %10.0f %10.1f %13.1f us %13.1f us %22.0f\n", "nginx", nr / n, nm / n, nc / n, nw / n, 1e6 / ((nc + nw) / n)
+      printf "%-8s %10.0f %10.1f %13.1f us %13.1f us %22.0f\n", "avail", ar / n, am / n, ac / n, aw / n, 1e6 / ((ac + aw) / n)
+      if (base) printf "%-8s %10.0f %10.1f %13.1f us %13.1f us %22.0f\n", "baseline", br / n, bm / n, bc / n, bw / n, 1e6 / ((bc + bw) / n)
+      printf "\nratio avail/nginx: %.2fx req/s (goal >= 0.90x); %.2fx CPU efficiency; %.2fx requests per CPU-second of server and wrk\n",
+             ar / nr, nc / ac, (nc + nw) / (ac + aw)
+      if (base) printf "ratio avail/baseline: %.2fx req/s; %.2fx CPU efficiency; %.2fx requests per CPU-second of server and wrk\n",
+             ar / br, bc / ac, (bc + bw) / (ac + aw)
+      printf "SUMMARY nginx_rps=%.0f avail_rps=%.0f nginx_MBps=%.1f avail_MBps=%.1f ratio=%.3f nginx_cpu_us=%.1f avail_cpu_us=%.1f cpu_ratio=%.3f nginx_wrk_cpu_us=%.1f avail_wrk_cpu_us=%.1f total_cpu_ratio=%.3f threads=%d connections=%d",
+             nr / n, ar / n, nm / n, am / n, ar / nr, nc / n, ac / n, nc / ac, nw / n, aw / n, (nc + nw) / (ac + aw), t, c
+      if (base) printf " baseline_rps=%.0f baseline_cpu_us=%.1f ratio_vs_baseline=%.3f cpu_ratio_vs_baseline=%.3f",
+             br / n, bc / n, ar / br, bc / ac
+      printf "\n" }'

@@ -47,7 +47,11 @@ done
 
 echo "==> cargo build --release -p avail-cli"
 cargo build --release -p avail-cli
-AVAIL=$PWD/target/release/avail
+# Where cargo put it: CARGO_TARGET_DIR if set (relative to the repository,
+# where cargo ran), else target/.
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$PWD/$TARGET_DIR
+AVAIL=$TARGET_DIR/release/avail
 echo "==> cargo bench --no-run -p avail-format --bench read_block"
 cargo bench --no-run -p avail-format --bench read_block
 

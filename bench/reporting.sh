@@ -14,6 +14,7 @@
 # as in the SUMMARY line, e.g. pg_b1000,sqlite_b1000); for experiments PG_CONF
 # ("name=value;..." set with ALTER SYSTEM), PG_AFTER_INSTALL (SQL run on each
 # fresh database after the schema) and PG_LOG (keep a copy of the server log).
+# cargo builds into CARGO_TARGET_DIR when it is set, as everywhere.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -27,22 +27,66 @@
 //! hidden names (a leading `.`: writers stage files there before renaming
 //! them into place, as the management role does in `.incoming/`),
 //! directories, non-regular files and anything whose opened file does not
-//! resolve under the root (a symlink escaping it) get `404`. Each
-//! component is `lstat`ed: with no symlink on the way the file is inside the
-//! root by construction; through a symlink, the descriptor actually opened is
-//! resolved (`/proc/self/fd/N`) and must lie under the root. Either way the
-//! opened file's (device, inode) must be the one checked, so a name swapped
-//! in between the check and the `open` cannot redirect the read.
+//! resolve under the root (a symlink escaping it) get `404`. A path is
+//! *checked* by `lstat`ing each component: with no symlink on the way the file
+//! is inside the root by construction; through a symlink, the descriptor
+//! actually opened is resolved (`/proc/self/fd/N`) and must lie under the
+//! root. Either way the opened file's (device, inode) must be the one checked,
+//! so a name swapped in between the check and the `open` cannot redirect the
+//! read.
+//!
+//! Zero-copy bodies and the file cache. A checked file is mapped into memory
+//! whole (`mmap`, read-only, shared) and kept in a small cache keyed by path,
+//! with its identity (device, inode, length, mtime and ctime, to the
+//! nanosecond) and its ready-made validators. Every request still `stat`s its
+//! path (one syscall) and is served from the cache only if the path leads to
+//! the very file cached, unchanged, and the check is less than [`REVALIDATE`]
+//! old; otherwise the path is checked and opened again (the mapping is kept
+//! when the file turns out to be the same). So a file replaced by `rename`, as
+//! the management role installs packages, is served new from the first
+//! request after the rename, and its bytes never mix with the old file's: a
+//! response's bytes all come from one mapping of one inode. A file that
+//! vanished gets `404` at once. What the cache can delay, by at most
+//! [`REVALIDATE`], is noticing that a *directory* on the path was swapped for a
+//! symlink leading outside the root while the same file, unchanged, is still
+//! at its end; the bytes served are then still those of a file that was checked
+//! inside the root. On a network file system, where `stat` may answer from
+//! the client's attribute cache, a file replaced from another node is seen
+//! within [`REVALIDATE`] at the latest (the `open` then revalidates). Entries
+//! unused for [`IDLE`] are dropped by a sweeper thread, so a deleted file's
+//! disk space is held for at most about that long (a request for it drops it
+//! at once); at most [`CACHE_ENTRIES`] files are cached.
+//! Touched pages of mapped files count in the process's resident size (as
+//! `RssFile`): they are the page cache, shared, not memory of its own.
+//!
+//! A range is then a slice of the mapping (`Bytes::from_owner`): no `read`
+//! into a buffer, no allocation for the body; hyper hands the slice to
+//! `writev`, whose copy into the socket is the only one (nginx's `sendfile`
+//! has none; zero-copy through hyper's socket would need `sendfile` or `splice`
+//! there). Nothing in the process reads the mapped bytes itself; only the
+//! kernel does, inside `writev`. That matters because a mapped file that is
+//! truncated in place makes a *user-space* read past the new end fatal
+//! (`SIGBUS`), while the kernel's copy just fails (`EFAULT`, the connection is
+//! dropped, the client sees a short body, as with a failed `pread` before).
+//! Files in the store are immutable (per-version names, written to a temporary
+//! name and renamed), so this does not arise in normal operation; it does
+//! constrain the serving stack: hyper's HTTP/1 must keep its vectored-write
+//! ("queue") strategy, which it picks when the connection's I/O type says it
+//! writes vectored (a `TcpStream` does; a wrapper must forward
+//! `is_write_vectored` and `poll_write_vectored`), and no layer that reads
+//! body bytes in user space (TLS, compression) may sit in front of this router
+//! without revisiting the mapping. A file that cannot be mapped (a file system
+//! without `mmap`, the map count exhausted) is not cached, and is read with
+//! `pread` instead: responses of up to [`INLINE_LIMIT`] bytes in one read,
+//! larger ones streamed in [`CHUNK`]-byte reads.
 //!
 //! File-system work runs on the workers of the role's own runtime (see
-//! `blocking`). Bodies are never read whole: a response of up to [`INLINE_LIMIT`]
-//! bytes (every single-block read of the client) is read with one `pread` in
-//! the same job that opens the file; larger ones are streamed in
-//! [`CHUNK`]-byte reads, a job each.
+//! `blocking`).
 
 use std::{
-    collections::VecDeque,
-    fs::File,
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    fs::{File, Metadata},
     io,
     os::unix::{
         ffi::OsStrExt,
@@ -50,15 +94,18 @@ use std::{
         io::AsRawFd,
     },
     path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{
+        Arc, Mutex, Once, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     Router,
     body::Body,
-    extract::State,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::Response,
     routing::get,
 };
@@ -70,13 +117,27 @@ use bytes::Bytes;
 /// keeping a request from costing thousands of part headers and reads.
 pub const MAX_RANGES: usize = 64;
 
-/// Responses up to this many bytes are read at once while the file is
-/// opened, rather than streamed: one hop to the file-system threads instead
-/// of two or more.
+/// For a file that could not be mapped: responses up to this many bytes are
+/// read at once while the file is opened, rather than streamed.
 pub const INLINE_LIMIT: u64 = 256 * 1024;
 
-/// The read size when streaming a larger body.
+/// For a file that could not be mapped: the read size when streaming a larger
+/// body.
 pub const CHUNK: u64 = 256 * 1024;
+
+/// How long a path's check is trusted while the file at its end stays the
+/// same (same device, inode, length, mtime, ctime); after it, the next request
+/// checks the path again.
+pub const REVALIDATE: Duration = Duration::from_secs(1);
+
+/// A cached file unused for this long is dropped (and unmapped), as nginx's
+/// `open_file_cache … inactive=60s` does. Until then a file deleted from the
+/// store keeps its disk space, unless a request finds it gone first; a mapping
+/// made again costs a page fault per 64 KiB touched.
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// The most files the cache holds; past it, the least recently used goes.
+pub const CACHE_ENTRIES: usize = 1024;
 
 #[derive(Clone)]
 struct Content {
@@ -84,6 +145,8 @@ struct Content {
     /// `canonical` is `None` (the directory did not exist at start-up).
     root: Arc<Path>,
     canonical: Option<Arc<Path>>,
+    /// Checked, mapped files by full path (under `canonical`).
+    cache: Arc<Cache>,
 }
 
 /// The content router for a store rooted at `root`: `GET` and `HEAD` of
@@ -95,27 +158,26 @@ pub fn router(root: PathBuf) -> Router {
     let state = Content {
         root: Arc::from(root),
         canonical,
+        cache: Arc::new(Cache::new()),
     };
     Router::new()
         .route("/{*path}", get(serve).head(serve))
         .with_state(state)
 }
 
-async fn serve(
-    State(content): State<Content>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+// The whole request rather than `Method`, `Uri` and `HeaderMap` extractors:
+// axum's `HeaderMap` extractor clones the map.
+async fn serve(State(content): State<Content>, request: Request) -> Response {
     // The raw path, not axum's decoded `Path`: decoding must happen per segment
     // so that `%2F` cannot smuggle a separator in.
-    let rel = match safe_relative_path(uri.path()) {
+    let rel = match safe_relative_path(request.uri().path()) {
         Ok(rel) => rel,
         Err(status) => return empty(status),
     };
-    let head = method == Method::HEAD;
-    let request = Conditions::from_headers(&headers, head);
-    match blocking(move || respond(&content, &rel, head, &request)).await {
+    let head = request.method() == Method::HEAD;
+    let conditions = Conditions::from_headers(request.headers(), head);
+    drop(request);
+    match blocking(move || respond(&content, &rel, head, &conditions)).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "content: file-system task failed");
@@ -315,42 +377,33 @@ fn resolve(specs: &[RangeSpec], len: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// What is known about the file once it is open.
-struct Representation {
-    file: File,
-    len: u64,
-    mtime: u64,
-    etag: String,
-    last_modified: String,
-    content_type: &'static str,
-}
-
-/// Everything after the path check, on the file-system threads: open, check,
-/// decide, and for a small body read it.
+/// Everything after the path check, on the file-system threads: find the
+/// file, check the conditions, decide the response.
 fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> Response {
-    let rep = match open(content, rel) {
-        Ok(rep) => rep,
+    let entry = match lookup(content, rel) {
+        Ok(entry) => entry,
         Err(status) => return empty(status),
     };
+    let rep = &*entry;
 
     // RFC 9110 §13.2.2, steps 1–4.
     if let Some(field) = &request.if_match {
-        if !etag_list_matches(field, &rep.etag, false) {
-            return validators(StatusCode::PRECONDITION_FAILED, &rep);
+        if !etag_list_matches(field, rep.etag(), false) {
+            return validators(StatusCode::PRECONDITION_FAILED, rep);
         }
     } else if let Some(since) = request.if_unmodified_since
         && rep.mtime > since
     {
-        return validators(StatusCode::PRECONDITION_FAILED, &rep);
+        return validators(StatusCode::PRECONDITION_FAILED, rep);
     }
     if let Some(field) = &request.if_none_match {
-        if etag_list_matches(field, &rep.etag, true) {
-            return validators(StatusCode::NOT_MODIFIED, &rep);
+        if etag_list_matches(field, rep.etag(), true) {
+            return validators(StatusCode::NOT_MODIFIED, rep);
         }
     } else if let Some(since) = request.if_modified_since
         && rep.mtime <= since
     {
-        return validators(StatusCode::NOT_MODIFIED, &rep);
+        return validators(StatusCode::NOT_MODIFIED, rep);
     }
 
     // Step 5: the range applies only while `If-Range` (if any) still holds.
@@ -359,7 +412,7 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
             if request
                 .if_range
                 .as_deref()
-                .is_none_or(|v| if_range_holds(v, &rep)) =>
+                .is_none_or(|v| if_range_holds(v, rep)) =>
         {
             Some(resolve(specs, rep.len))
         }
@@ -369,7 +422,7 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
     match ranges {
         None => full(rep, head),
         Some(ranges) if ranges.is_empty() => {
-            let mut response = validators(StatusCode::RANGE_NOT_SATISFIABLE, &rep);
+            let mut response = validators(StatusCode::RANGE_NOT_SATISFIABLE, rep);
             let h = response.headers_mut();
             h.insert(header::CONTENT_RANGE, value(format!("bytes */{}", rep.len)));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -379,8 +432,8 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
             let (first, last) = ranges[0];
             let mut response = body(
                 StatusCode::PARTIAL_CONTENT,
-                &rep,
-                rep.content_type,
+                rep,
+                HeaderValue::from_static(rep.content_type),
                 vec![Part::File(first, last - first + 1)],
             );
             response.headers_mut().insert(
@@ -404,21 +457,211 @@ fn respond(content: &Content, rel: &Path, head: bool, request: &Conditions) -> R
     }
 }
 
-/// Opens `root/rel` and checks that it is a regular file inside the root.
-fn open(content: &Content, rel: &Path) -> Result<Representation, StatusCode> {
-    let canonical_root;
-    let root: &Path = match &content.canonical {
-        Some(root) => root,
-        None => {
-            canonical_root = std::fs::canonicalize(&content.root).map_err(|e| {
-                tracing::warn!(root = %content.root.display(), error = %e, "content: store root unavailable");
-                StatusCode::NOT_FOUND
-            })?;
-            &canonical_root
+/// Which file a path leads to, and whether it changed: a file replaced by
+/// `rename` has another inode, one rewritten in place another length, mtime
+/// or ctime (a `chmod`, a new hard link or a rename of the file itself change
+/// the ctime too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(meta: &Metadata) -> Self {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
+    }
+}
+
+/// A checked, open file and everything a response needs from it.
+struct Entry {
+    identity: Identity,
+    data: Data,
+    len: u64,
+    mtime: u64,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    content_type: &'static str,
+    /// When the path was last checked (`lstat`s, `open`).
+    checked: Instant,
+    /// When a request last used the entry, in milliseconds since the cache's
+    /// epoch (for the sweeper and for eviction).
+    used: AtomicU64,
+}
+
+/// The file's bytes.
+#[derive(Clone)]
+enum Data {
+    /// The whole file, mapped (empty for an empty file): a range is a slice.
+    Mapped(Bytes),
+    /// Not mappable: ranges are read with `pread`.
+    File(Arc<File>),
+}
+
+impl Entry {
+    fn etag(&self) -> &str {
+        self.etag.to_str().unwrap_or_default()
+    }
+}
+
+/// The checked files, by full path. Small and short-lived: see the module
+/// documentation.
+struct Cache {
+    entries: Mutex<HashMap<PathBuf, Arc<Entry>>>,
+    epoch: Instant,
+    sweeper: Once,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Cache {
+            entries: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            sweeper: Once::new(),
+        }
+    }
+
+    fn millis(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Arc<Entry>>> {
+        // The map is consistent after any panic (single inserts and removes).
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, path: &Path) -> Option<Arc<Entry>> {
+        self.lock().get(path).cloned()
+    }
+
+    fn remove(&self, path: &Path) {
+        let old = self.lock().remove(path);
+        drop(old); // unmapped (if last) outside the lock
+    }
+
+    fn insert(self: &Arc<Self>, path: PathBuf, entry: Arc<Entry>) {
+        self.sweeper.call_once(|| self.start_sweeper());
+        let mut evicted = None;
+        let replaced = {
+            let mut entries = self.lock();
+            if entries.len() >= CACHE_ENTRIES && !entries.contains_key(&path) {
+                let lru = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
+                    .map(|(p, _)| p.clone());
+                evicted = lru.and_then(|p| entries.remove(&p));
+            }
+            entries.insert(path, entry)
+        };
+        drop((evicted, replaced));
+    }
+
+    /// Drops entries unused for [`IDLE`]; returns how many are left.
+    fn sweep(&self, now: Instant) -> usize {
+        let idle_ms = u64::try_from(IDLE.as_millis()).unwrap_or(u64::MAX);
+        let idle = self.millis(now).saturating_sub(idle_ms);
+        let mut dropped = Vec::new();
+        let left = {
+            let mut entries = self.lock();
+            entries.retain(|_, e| {
+                let keep = e.used.load(Ordering::Relaxed) >= idle;
+                if !keep {
+                    dropped.push(Arc::clone(e));
+                }
+                keep
+            });
+            entries.len()
+        };
+        drop(dropped);
+        left
+    }
+
+    /// A thread that sweeps every quarter of [`IDLE`] while the cache is alive.
+    fn start_sweeper(self: &Arc<Self>) {
+        let cache: Weak<Cache> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("avail-content-cache".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(IDLE / 4);
+                    let Some(cache) = cache.upgrade() else { return };
+                    cache.sweep(Instant::now());
+                }
+            });
+        if let Err(e) = spawned {
+            // Still correct, only holding unused files until they are evicted.
+            tracing::warn!(error = %e, "content: cannot start the cache sweeper");
+        }
+    }
+}
+
+/// The file at `root/rel`, checked: from the cache while it still holds (see
+/// the module documentation), otherwise checked, opened and cached anew.
+fn lookup(content: &Content, rel: &Path) -> Result<Arc<Entry>, StatusCode> {
+    let Some(root) = &content.canonical else {
+        // A root created after start-up: resolved per request, not cached.
+        let root = std::fs::canonicalize(&content.root).map_err(|e| {
+            tracing::warn!(root = %content.root.display(), error = %e, "content: store root unavailable");
+            StatusCode::NOT_FOUND
+        })?;
+        return open(&root, rel, &root.join(rel), None).map(Arc::new);
     };
     let path = root.join(rel);
+    let cache = &content.cache;
+    // Which file the path leads to now (following symlinks, as `open` does).
+    let now_at = match std::fs::metadata(&path) {
+        Ok(meta) => Identity::of(&meta),
+        Err(e) => {
+            cache.remove(&path);
+            return Err(open_error(&e));
+        }
+    };
+    let now = Instant::now();
+    let cached = cache.get(&path);
+    if let Some(entry) = &cached
+        && entry.identity == now_at
+        && now.saturating_duration_since(entry.checked) < REVALIDATE
+    {
+        entry.used.store(cache.millis(now), Ordering::Relaxed);
+        return Ok(Arc::clone(entry));
+    }
+    match open(root, rel, &path, cached.as_deref()) {
+        Ok(entry) => {
+            entry.used.store(cache.millis(now), Ordering::Relaxed);
+            let entry = Arc::new(entry);
+            // A file that could not be mapped is not kept: its entry would
+            // hold a descriptor, and a thousand of them the process's limit.
+            if matches!(entry.data, Data::Mapped(_)) {
+                cache.insert(path, Arc::clone(&entry));
+            } else {
+                cache.remove(&path);
+            }
+            Ok(entry)
+        }
+        Err(status) => {
+            cache.remove(&path);
+            Err(status)
+        }
+    }
+}
 
+/// Checks and opens `path` (`root/rel`): a regular file inside the root. The
+/// bytes of `previous` are reused when it is the same file, unchanged.
+fn open(
+    root: &Path,
+    rel: &Path,
+    path: &Path,
+    previous: Option<&Entry>,
+) -> Result<Entry, StatusCode> {
     // Every component is looked at with `lstat` before anything is opened.
     // Without a symlink on the way, the file is inside the root by
     // construction (the path has no `..`), and no further check is needed: the
@@ -439,12 +682,12 @@ fn open(content: &Content, rel: &Path) -> Result<Representation, StatusCode> {
     let through_symlink = checked.is_none();
     let before = match checked {
         Some(meta) => meta,
-        None => std::fs::metadata(&path).map_err(|e| open_error(&e))?,
+        None => std::fs::metadata(path).map_err(|e| open_error(&e))?,
     };
     if !before.is_file() {
         return Err(StatusCode::NOT_FOUND);
     }
-    let file = File::open(&path).map_err(|e| open_error(&e))?;
+    let file = File::open(path).map_err(|e| open_error(&e))?;
     let meta = file.metadata().map_err(|e| internal(&e))?;
     // The same (device, inode) as checked: whatever was renamed or swapped in
     // between, the file opened is the one that was found inside the root.
@@ -452,11 +695,22 @@ fn open(content: &Content, rel: &Path) -> Result<Representation, StatusCode> {
         return Err(StatusCode::NOT_FOUND);
     }
     // Through a symlink, only where the file really is can tell.
-    if through_symlink && !resolves_inside(&file, &path, root) {
+    if through_symlink && !resolves_inside(&file, path, root) {
         return Err(StatusCode::NOT_FOUND);
     }
 
-    let len = meta.len();
+    let identity = Identity::of(&meta);
+    let data = match previous {
+        Some(previous) if previous.identity == identity => previous.data.clone(),
+        _ => match map(&file, identity.len) {
+            Ok(bytes) => Data::Mapped(bytes),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "content: not mapped, reading with pread");
+                Data::File(Arc::new(file))
+            }
+        },
+    };
+    let len = identity.len;
     let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
     let content_type = match rel.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("appv") => "application/appv",
@@ -464,15 +718,41 @@ fn open(content: &Content, rel: &Path) -> Result<Representation, StatusCode> {
         Some(e) if e.eq_ignore_ascii_case("json") => "application/json",
         _ => "application/octet-stream",
     };
-    Ok(Representation {
-        file,
+    Ok(Entry {
+        identity,
+        data,
         len,
         mtime,
         // nginx's format, so that nodes and nginx mirrors of one share agree.
-        etag: format!("\"{mtime:x}-{len:x}\""),
-        last_modified: httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime)),
+        etag: value(format!("\"{mtime:x}-{len:x}\"")),
+        last_modified: value(httpdate::fmt_http_date(
+            UNIX_EPOCH + Duration::from_secs(mtime),
+        )),
         content_type,
+        checked: Instant::now(),
+        used: AtomicU64::new(0),
     })
+}
+
+/// Maps the first `len` bytes of `file` (its length when checked), read-only
+/// and shared; empty for an empty file (which `mmap` refuses).
+#[allow(unsafe_code)]
+fn map(file: &File, len: u64) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: the mapping is only ever read, and only by the kernel (`writev`
+    // copies a slice of it into the socket; nothing in this process
+    // dereferences it), so the two hazards of a file mapping cannot corrupt
+    // memory here: a write to the file by another process changes bytes under
+    // us, which `writev` then sends (the same as `pread` would have read), and
+    // a truncation makes the kernel's copy fail with `EFAULT` rather than
+    // raising `SIGBUS` in user space. Store files are immutable anyway (written
+    // under a temporary name, then renamed into place). The mapping lives as
+    // long as the `Bytes` that own it, so no slice outlives it.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+    Ok(Bytes::from_owner(map))
 }
 
 /// Whether the opened file's real path lies under `root`. The kernel's own
@@ -538,10 +818,10 @@ fn etag_list_matches(field: &str, etag: &str, weak: bool) -> bool {
 
 /// `If-Range`: a strong entity-tag match, or a date equal to Last-Modified
 /// (RFC 9110 §13.1.5). Anything else, a weak tag included, fails.
-fn if_range_holds(field: &str, rep: &Representation) -> bool {
+fn if_range_holds(field: &str, rep: &Entry) -> bool {
     let field = field.trim();
     if field.starts_with('"') {
-        field == rep.etag
+        field == rep.etag()
     } else if field.starts_with("W/") {
         false
     } else {
@@ -556,22 +836,27 @@ enum Part {
     File(u64, u64),
 }
 
-fn full(rep: Representation, head: bool) -> Response {
+fn full(rep: &Entry, head: bool) -> Response {
     let len = rep.len;
-    let parts = if head {
+    let parts = if head || len == 0 {
         Vec::new()
     } else {
         vec![Part::File(0, len)]
     };
-    let mut response = body(StatusCode::OK, &rep, rep.content_type, parts);
-    // For HEAD the body is empty but the length is the file's.
+    // For HEAD the body is empty but the length (set by `body`) is the file's.
+    let mut response = body(
+        StatusCode::OK,
+        rep,
+        HeaderValue::from_static(rep.content_type),
+        parts,
+    );
     response
         .headers_mut()
-        .insert(header::CONTENT_LENGTH, value(len.to_string()));
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     response
 }
 
-fn multipart(rep: Representation, ranges: &[(u64, u64)]) -> Response {
+fn multipart(rep: &Entry, ranges: &[(u64, u64)]) -> Response {
     let boundary = format!(
         "{:016x}{:016x}",
         rand::random::<u64>(),
@@ -589,18 +874,14 @@ fn multipart(rep: Representation, ranges: &[(u64, u64)]) -> Response {
         parts.push(Part::File(first, last - first + 1));
     }
     parts.push(Part::Static(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
-    let content_type = format!("multipart/byteranges; boundary={boundary}");
-    body(StatusCode::PARTIAL_CONTENT, &rep, &content_type, parts)
+    let content_type = value(format!("multipart/byteranges; boundary={boundary}"));
+    body(StatusCode::PARTIAL_CONTENT, rep, content_type, parts)
 }
 
-/// A response with the file's validators, `content_type` and `parts` as body
-/// (read now if small, streamed otherwise).
-fn body(
-    status: StatusCode,
-    rep: &Representation,
-    content_type: &str,
-    parts: Vec<Part>,
-) -> Response {
+/// A response with the file's validators, `content_type` and `parts` as body:
+/// slices of the mapping, or for a file that is not mapped, read now if small
+/// and streamed otherwise.
+fn body(status: StatusCode, rep: &Entry, content_type: HeaderValue, parts: Vec<Part>) -> Response {
     let len: u64 = parts
         .iter()
         .map(|p| match p {
@@ -608,23 +889,38 @@ fn body(
             Part::File(_, n) => *n,
         })
         .sum();
-    let body = if len <= INLINE_LIMIT {
-        match read_inline(&rep.file, &parts, len) {
+    let body = match &rep.data {
+        Data::Mapped(map) => mapped(map, parts),
+        Data::File(file) if len <= INLINE_LIMIT => match read_inline(file, &parts, len) {
             Ok(bytes) => Body::from(bytes),
             Err(e) => return empty(internal(&e)),
-        }
-    } else {
-        match rep.file.try_clone() {
-            Ok(file) => stream(Arc::new(file), parts),
-            Err(e) => return empty(internal(&e)),
-        }
+        },
+        Data::File(file) => stream(Arc::clone(file), parts),
     };
     let mut response = validators(status, rep);
     *response.body_mut() = body;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, value(content_type.to_owned()));
-    h.insert(header::CONTENT_LENGTH, value(len.to_string()));
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     response
+}
+
+/// The parts as slices of the mapped file, without copying: one frame per
+/// part, which hyper queues for `writev` as they are.
+fn mapped(map: &Bytes, parts: Vec<Part>) -> Body {
+    // Ranges were resolved against the length that was mapped, so they fit.
+    let slice = |part| match part {
+        Part::Static(bytes) => bytes,
+        Part::File(offset, n) => map.slice(offset as usize..(offset + n) as usize),
+    };
+    let mut frames: Vec<Bytes> = parts.into_iter().map(slice).collect();
+    match frames.len() {
+        0 => Body::empty(),
+        1 => Body::from(frames.remove(0)),
+        _ => Body::from_stream(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, Infallible>),
+        )),
+    }
 }
 
 fn read_inline(file: &File, parts: &[Part], len: u64) -> io::Result<Bytes> {
@@ -639,9 +935,6 @@ fn read_inline(file: &File, parts: &[Part], len: u64) -> io::Result<Bytes> {
 }
 
 /// Appends bytes `offset..offset + n` of `file` to `buf` with one `pread`.
-/// (`seek` + `take(n).read_to_end` would skip zeroing the buffer, but std
-/// reads in growing 8, 16, 32 KiB steps: four syscalls for 64 KiB instead of
-/// one; measured, the two cost the same, and this one is simpler.)
 fn read_range(file: &File, offset: u64, n: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     let start = buf.len();
     buf.resize(start + usize::try_from(n).map_err(io::Error::other)?, 0);
@@ -680,12 +973,12 @@ fn stream(file: Arc<File>, parts: Vec<Part>) -> Body {
 }
 
 /// A bodiless response carrying the file's validators and `Accept-Ranges`.
-fn validators(status: StatusCode, rep: &Representation) -> Response {
+fn validators(status: StatusCode, rep: &Entry) -> Response {
     let mut response = empty(status);
     let h = response.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::ETAG, value(rep.etag.clone()));
-    h.insert(header::LAST_MODIFIED, value(rep.last_modified.clone()));
+    h.insert(header::ETAG, rep.etag.clone());
+    h.insert(header::LAST_MODIFIED, rep.last_modified.clone());
     response
 }
 
@@ -764,6 +1057,68 @@ mod tests {
         assert_eq!(safe_relative_path("/a%zz"), Err(StatusCode::BAD_REQUEST));
         assert_eq!(safe_relative_path("/.hidden"), Err(StatusCode::NOT_FOUND));
         assert_eq!(safe_relative_path("/"), Err(StatusCode::NOT_FOUND));
+    }
+
+    /// Bodies come out the same whether the file is mapped or (when it could
+    /// not be) read with `pread`, inline or streamed.
+    #[tokio::test]
+    async fn mapped_and_read_bodies_agree() {
+        use http_body_util::BodyExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * CHUNK as usize + 7;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let path = dir.path().join("f.appv");
+        std::fs::write(&path, &bytes).unwrap();
+        let mapped = open(dir.path(), Path::new("f.appv"), &path, None).unwrap();
+        assert!(matches!(mapped.data, Data::Mapped(_)));
+        let read = Entry {
+            data: Data::File(Arc::new(File::open(&path).unwrap())),
+            ..open(dir.path(), Path::new("f.appv"), &path, None).unwrap()
+        };
+        let small = (10, 100);
+        let large = (CHUNK - 3, 2 * CHUNK + 1);
+        for entry in [&mapped, &read] {
+            let whole = full(entry, false).into_body().collect().await.unwrap();
+            assert!(whole.to_bytes() == bytes);
+            for (first, last) in [small, large] {
+                let parts = vec![Part::File(first, last - first + 1)];
+                let reply = body(StatusCode::PARTIAL_CONTENT, entry, value("x".into()), parts);
+                let got = reply.into_body().collect().await.unwrap().to_bytes();
+                assert!(got == bytes[first as usize..=last as usize]);
+            }
+            let parts = vec![
+                Part::Static(Bytes::from_static(b"<")),
+                Part::File(large.0, large.1 - large.0 + 1),
+                Part::Static(Bytes::from_static(b"|")),
+                Part::File(small.0, small.1 - small.0 + 1),
+            ];
+            let reply = body(StatusCode::PARTIAL_CONTENT, entry, value("x".into()), parts);
+            let got = reply.into_body().collect().await.unwrap().to_bytes();
+            let mut want = b"<".to_vec();
+            want.extend_from_slice(&bytes[large.0 as usize..=large.1 as usize]);
+            want.push(b'|');
+            want.extend_from_slice(&bytes[small.0 as usize..=small.1 as usize]);
+            assert!(got == want);
+        }
+    }
+
+    /// Unused entries are swept; the cache never holds more than its cap.
+    #[test]
+    fn cache_sweep_and_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let entry = Arc::new(open(dir.path(), Path::new("f"), &path, None).unwrap());
+        let cache = Arc::new(Cache::new());
+        let now = Instant::now();
+        entry.used.store(cache.millis(now), Ordering::Relaxed);
+        for i in 0..CACHE_ENTRIES + 3 {
+            cache.insert(PathBuf::from(i.to_string()), Arc::clone(&entry));
+        }
+        assert_eq!(cache.lock().len(), CACHE_ENTRIES);
+        assert_eq!(cache.sweep(now + IDLE / 2), CACHE_ENTRIES);
+        assert_eq!(cache.sweep(now + IDLE + Duration::from_secs(1)), 0);
     }
 
     #[test]

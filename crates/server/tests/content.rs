@@ -1,8 +1,11 @@
 //! The content role over HTTP: full and partial `GET`, `HEAD`, multipart byte
 //! ranges, validators and conditional requests, and every path trick that
 //! could reach outside the store. Most tests drive the router directly with
-//! `tower::ServiceExt::oneshot`; the last ones go through a real socket so that
-//! hyper's framing (Content-Length on `HEAD`, streamed bodies) is covered too.
+//! `tower::ServiceExt::oneshot`; some go through a real socket so that hyper's
+//! framing (Content-Length on `HEAD`, multi-frame bodies) is covered too. The
+//! last ones are about the role's cache of mapped files: a file replaced,
+//! rewritten, deleted or swapped for a symlink is never served stale, mixed or
+//! from outside the store.
 
 use std::{
     path::{Path, PathBuf},
@@ -20,9 +23,9 @@ use http_body_util::BodyExt;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-/// Size of `pkg/app.appv`: under the inline limit, so read in one go.
+/// Size of `pkg/app.appv`: under the inline limit (of the `pread` fallback).
 const SMALL: usize = 200_000;
-/// Size of `pkg/big.appv`: several streaming chunks.
+/// Size of `pkg/big.appv`: several chunks (of the `pread` fallback).
 const BIG: usize = 3 * CHUNK as usize + 12_345;
 
 /// Deterministic, position-dependent bytes, so that a range taken from the
@@ -730,5 +733,208 @@ async fn traversal_over_a_real_socket() {
             !response.contains("SECRET") && !response.contains("root:"),
             "{path}"
         );
+    }
+}
+
+/// Writes `bytes` to `path` the way the store installs files: a hidden
+/// temporary name in the same directory, then `rename` over the old one.
+fn replace(path: &Path, bytes: &[u8], mtime: Option<SystemTime>) {
+    let tmp = path.with_file_name(".replacing");
+    std::fs::write(&tmp, bytes).unwrap();
+    if let Some(mtime) = mtime {
+        let file = std::fs::File::options().write(true).open(&tmp).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn mtime_of(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// The store's files are cached (mapped) between requests. One replaced by
+/// `rename` is served new from the next request on, even when the new file has
+/// the same length and mtime (so the same ETag) as the old one.
+#[tokio::test]
+async fn a_file_replaced_by_rename_is_served_new_at_once() {
+    let s = store();
+    let app = content::router(s.root.clone());
+    let path = s.root.join("pkg/app.appv");
+    let mtime = mtime_of(&path);
+    let versions = [s.small.clone(), data(SMALL, 7), data(SMALL, 8)];
+    assert_full(&get(&app, "/pkg/app.appv", &[]).await, &versions[0]);
+
+    for round in 1..=6 {
+        let now = &versions[round % 3];
+        replace(&path, now, Some(mtime));
+        assert_full(&get(&app, "/pkg/app.appv", &[]).await, now);
+        let reply = get(&app, "/pkg/app.appv", &[("range", "bytes=65536-131071")]).await;
+        assert_single(&reply, now, 65_536, 131_071);
+        let parts = parse_multipart(
+            &get(
+                &app,
+                "/pkg/app.appv",
+                &[("range", "bytes=9-10,100000-100099")],
+            )
+            .await,
+        );
+        assert!(parts[0].3 == now[9..=10] && parts[1].3 == now[100_000..100_100]);
+    }
+
+    // Rewritten in place (same inode), longer, with the old mtime put back:
+    // the new length is seen, not the one cached.
+    let longer = data(SMALL + 5_000, 9);
+    std::fs::write(&path, &longer).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(mtime).unwrap();
+    assert_full(&get(&app, "/pkg/app.appv", &[]).await, &longer);
+    // In place, same length, old mtime: the new bytes too.
+    let same_length = data(SMALL + 5_000, 10);
+    std::fs::write(&path, &same_length).unwrap();
+    file.set_modified(mtime).unwrap();
+    assert_full(&get(&app, "/pkg/app.appv", &[]).await, &same_length);
+}
+
+/// While one task keeps replacing a file by `rename`, every response is
+/// wholly one version, with that version's validators; once the replacing
+/// stops, the last version is what is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_under_load_never_mixes_versions() {
+    let s = store();
+    let app = content::router(s.root.clone());
+    let path = s.root.join("pkg/big.appv");
+    let base = mtime_of(&path);
+    // Versions differ in their bytes and mtime, so in their ETags too.
+    let versions: Vec<(Vec<u8>, SystemTime)> = (0..4)
+        .map(|i| {
+            (
+                data(BIG, 20 + i),
+                base + Duration::from_secs(60 * (u64::from(i) + 1)),
+            )
+        })
+        .collect();
+    replace(&path, &versions[0].0, Some(versions[0].1));
+    let first = get(&app, "/pkg/big.appv", &[]).await;
+    let etag_of = |reply: &Reply, v: usize| {
+        let secs = versions[v]
+            .1
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        reply.header(header::ETAG) == format!("\"{secs:x}-{BIG:x}\"")
+    };
+    assert!(etag_of(&first, 0));
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let replacer = {
+        let (versions, path, done) = (versions.clone(), path.clone(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            for i in 1..=200 {
+                let (bytes, mtime) = &versions[i % versions.len()];
+                replace(&path, bytes, Some(*mtime));
+                std::thread::yield_now();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut readers = Vec::new();
+    for reader in 0..2u64 {
+        let (app, versions, done) = (app.clone(), versions.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut served = 0;
+            let mut offset = reader * 4096;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || served < 20 {
+                let first = offset as usize % (BIG - 65_536);
+                let last = first + 65_535;
+                let range = format!("bytes={first}-{last}");
+                let reply = get(&app, "/pkg/big.appv", &[("range", &range)]).await;
+                assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+                let v = versions
+                    .iter()
+                    .position(|(bytes, _)| reply.body == bytes[first..=last])
+                    .expect("a range is wholly one version");
+                let secs = versions[v]
+                    .1
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                assert_eq!(reply.header(header::ETAG), format!("\"{secs:x}-{BIG:x}\""));
+                served += 1;
+                offset += 65_536 + 4_097;
+            }
+            served
+        }));
+    }
+    replacer.await.unwrap();
+    for reader in readers {
+        assert!(reader.await.unwrap() >= 20);
+    }
+    let last = &versions[200 % versions.len()];
+    let reply = get(&app, "/pkg/big.appv", &[]).await;
+    assert_full(&reply, &last.0);
+    assert!(etag_of(&reply, 200 % versions.len()));
+}
+
+/// A cached file that is deleted gets `404` at once, and one put back is
+/// served again; a cached path that now leads outside the store is refused.
+#[tokio::test]
+async fn cached_files_that_vanish_or_escape() {
+    let s = store();
+    let app = content::router(s.root.clone());
+    let path = s.root.join("pkg/app.appv");
+    assert_full(&get(&app, "/pkg/app.appv", &[]).await, &s.small);
+
+    std::fs::remove_file(&path).unwrap();
+    for method in [Method::GET, Method::HEAD] {
+        let reply = call(&app, method, "/pkg/app.appv", &[]).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    }
+    std::fs::write(&path, b"back").unwrap();
+    assert_full(&get(&app, "/pkg/app.appv", &[]).await, b"back");
+
+    // The file swapped for a symlink out of the store.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("../../outside/secret", &path).unwrap();
+    let reply = get(&app, "/pkg/app.appv", &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    // A directory on the path swapped for a symlink to one outside.
+    assert_full(&get(&app, "/pkg/big.appv", &[]).await, &s.big);
+    let outside = s.root.parent().unwrap().join("outside/pkg");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("big.appv"), b"SECRET copy").unwrap();
+    std::fs::rename(s.root.join("pkg"), s.root.join("pkg-old")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.root.join("pkg")).unwrap();
+    let reply = get(&app, "/pkg/big.appv", &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // ... and back.
+    std::fs::remove_file(s.root.join("pkg")).unwrap();
+    std::fs::rename(s.root.join("pkg-old"), s.root.join("pkg")).unwrap();
+    assert_full(&get(&app, "/pkg/big.appv", &[]).await, &s.big);
+
+    // A file that becomes a directory.
+    std::fs::remove_file(s.root.join("pkg/notes.txt")).unwrap();
+    std::fs::create_dir(s.root.join("pkg/notes.txt")).unwrap();
+    let reply = get(&app, "/pkg/notes.txt", &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+/// More files than the cache holds are all served right, and the first ones
+/// again after they were evicted.
+#[tokio::test]
+async fn more_files_than_the_cache_holds() {
+    let s = store();
+    let app = content::router(s.root.clone());
+    let dir = s.root.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    let n = content::CACHE_ENTRIES + 50;
+    for i in 0..n {
+        std::fs::write(dir.join(format!("{i}.bin")), format!("file {i}")).unwrap();
+    }
+    for round in 0..2 {
+        for i in (0..n).step_by(if round == 0 { 1 } else { 97 }) {
+            let reply = get(&app, &format!("/many/{i}.bin"), &[]).await;
+            assert_full(&reply, format!("file {i}").as_bytes());
+        }
     }
 }
