@@ -1,7 +1,13 @@
 //! `avail admin …`: the management API from the command line, with nouns and
 //! verbs after App-V's AppvServer cmdlets. It sends the server crate's own
 //! request and response types; human output by default, `--json` for scripts.
+//!
+//! Whatever a server says is printed with the characters that could make a
+//! terminal show something else ([`is_deceptive`]: control characters, bidi
+//! overrides and isolates, zero-width characters) escaped, the way `ls` escapes
+//! file names: `\u{202e}` in text, `\u202e` in JSON (the same JSON value).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -302,10 +308,10 @@ impl Client {
             let message = serde_json::from_slice::<avail_server::ErrorBody>(&bytes)
                 .map(|e| e.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{} ({status})", message);
+            bail!("{} ({status})", shown(&message));
         }
         if self.json && !bytes.is_empty() {
-            println!("{}", String::from_utf8_lossy(&bytes));
+            println!("{}", json_shown(&String::from_utf8_lossy(&bytes)));
         }
         if bytes.is_empty() {
             return Ok((status, None));
@@ -344,7 +350,7 @@ impl Client {
     ) -> Result<()> {
         self.call::<serde_json::Value>(method, path, body).await?;
         if !self.json {
-            println!("{done}");
+            println!("{}", shown(done));
         }
         Ok(())
     }
@@ -389,6 +395,42 @@ fn token_from_data_dir() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// Text for a terminal: each deceptive character as `\u{…}`.
+fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_deceptive) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_deceptive(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// JSON for a terminal: each deceptive character (they occur only inside
+/// strings, bar the whitespace between tokens) as a `\uXXXX` escape, which
+/// leaves the value the same.
+fn json_shown(json: &str) -> Cow<'_, str> {
+    let escape = |c: char| is_deceptive(c) && !matches!(c, '\t' | '\n' | '\r');
+    if !json.chars().any(escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escape(c) {
+            // Every deceptive character is in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn print_version(v: &PackageVersion) {
     let p = &v.package;
     println!(
@@ -398,9 +440,9 @@ fn print_version(v: &PackageVersion) {
         } else {
             "unpublished"
         },
-        p.name,
-        p.version,
-        p.content_path,
+        shown(&p.name),
+        shown(&p.version),
+        shown(&p.content_path),
         p.package_id,
         p.version_id
     );
@@ -409,7 +451,7 @@ fn print_version(v: &PackageVersion) {
 fn print_group(g: &ConnectionGroup) {
     println!(
         "{} (priority {}, {}) id {} version {}",
-        g.name,
+        shown(&g.name),
         g.priority,
         if g.published {
             "published"
@@ -430,13 +472,13 @@ fn print_group(g: &ConnectionGroup) {
         );
     }
     if !g.entitled_groups.is_empty() {
-        println!("  entitled: {}", g.entitled_groups.join(", "));
+        println!("  entitled: {}", shown(&g.entitled_groups.join(", ")));
     }
 }
 
 fn print_names(names: &[String]) {
     for n in names {
-        println!("{n}");
+        println!("{}", shown(n));
     }
 }
 
@@ -500,15 +542,15 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                     for a in &d.version.package.applications {
                         println!(
                             "  application {}: {} {}",
-                            a.id,
-                            a.target.as_deref().unwrap_or("-"),
-                            a.arguments.as_deref().unwrap_or("")
+                            shown(&a.id),
+                            shown(a.target.as_deref().unwrap_or("-")),
+                            shown(a.arguments.as_deref().unwrap_or(""))
                         );
                     }
                     for e in &d.entitlements {
                         println!(
                             "  entitled: {}{}",
-                            e.group,
+                            shown(&e.group),
                             if e.user_config.is_some() {
                                 " (with user configuration)"
                             } else {
@@ -771,9 +813,9 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                 if !c.json {
                     for m in &g.members {
                         match m {
-                            Principal::User(n) => println!("user {n}"),
-                            Principal::Machine(n) => println!("machine {n}"),
-                            Principal::Group(n) => println!("group {n}"),
+                            Principal::User(n) => println!("user {}", shown(n)),
+                            Principal::Machine(n) => println!("machine {}", shown(n)),
+                            Principal::Group(n) => println!("group {}", shown(n)),
                         }
                     }
                 }
@@ -811,16 +853,26 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
         },
         AdminCommand::User(cmd) => match cmd {
             UserCmd::Create { name, groups } => {
-                c.act(
-                    Method::POST,
-                    "/api/v1/users",
-                    Some(&CreateUserRequest {
-                        name: name.clone(),
-                        groups,
-                    }),
-                    &format!("created user {name}"),
-                )
-                .await?
+                let u: Option<CreatedUser> = c
+                    .call(
+                        Method::POST,
+                        "/api/v1/users",
+                        Some(&CreateUserRequest { name, groups }),
+                    )
+                    .await?;
+                if let (false, Some(u)) = (c.json, u) {
+                    let groups = if u.groups.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {}", u.groups.join(", "))
+                    };
+                    let verb = if u.created {
+                        "created user"
+                    } else {
+                        "user already exists:"
+                    };
+                    println!("{verb} {}{}", shown(&u.name), shown(&groups));
+                }
             }
             UserCmd::Delete { name } => {
                 c.act(
@@ -850,7 +902,8 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                 if let (false, Some(m)) = (c.json, m) {
                     println!(
                         "created machine {}; its credential (shown only now):\n{}",
-                        m.name, m.credential
+                        shown(&m.name),
+                        shown(&m.credential)
                     );
                 }
             }
@@ -882,7 +935,8 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                 if let (false, Some(r)) = (c.json, r) {
                     println!(
                         "registered {}; its credential (AVAIL_PUBLISHING_CREDENTIAL, shown only now):\n{}",
-                        r.server.name, r.credential
+                        shown(&r.server.name),
+                        shown(&r.credential)
                     );
                 }
             }
@@ -908,7 +962,7 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                                 )
                             },
                         );
-                        println!("{}  registered {}  {sync}", s.name, s.registered_at);
+                        println!("{}  registered {}  {sync}", shown(&s.name), s.registered_at);
                     }
                 }
             }
@@ -951,7 +1005,7 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                     for a in list {
                         println!(
                             "{}{}",
-                            a.name,
+                            shown(&a.name),
                             if a.has_password {
                                 " (password)"
                             } else {
@@ -970,7 +1024,7 @@ async fn dispatch(c: &Client, command: AdminCommand) -> Result<()> {
                     )
                     .await?;
                 if let (false, Some(t)) = (c.json, t) {
-                    println!("{}", t.token);
+                    println!("{}", shown(&t.token));
                 }
             }
         },

@@ -4,100 +4,35 @@
 //! priorities and an optional member), authentication failures, a corrupted
 //! upload leaving nothing behind, and concurrent imports of one package.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use avail_testkit::Postgres;
+use avail_testkit::{AvailNode, Postgres};
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `avail server`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    content_url: String,
-    token: String,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
+type Server = AvailNode;
+
+fn start(database_url: Option<String>) -> Server {
+    start_with(database_url, &[])
 }
 
-impl Server {
-    fn start(database_url: Option<String>) -> Server {
-        Server::start_with(database_url, &[])
-    }
+fn start_with(database_url: Option<String>, env: &[(&str, &str)]) -> Server {
+    AvailNode::start(
+        Path::new(env!("CARGO_BIN_EXE_avail")),
+        database_url.as_deref(),
+        env,
+    )
+    .unwrap()
+}
 
-    fn start_with(database_url: Option<String>, env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let (m, c) = (free_port(), free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_avail"));
-        cmd.args(["server", "--data-dir"])
-            .arg(&data)
-            .env("AVAIL_MANAGEMENT_LISTEN", format!("127.0.0.1:{m}"))
-            .env("AVAIL_CONTENT_LISTEN", format!("127.0.0.1:{c}"))
-            .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap());
-        if let Some(url) = database_url {
-            cmd.env("AVAIL_MANAGEMENT_DATABASE_URL", url);
-        }
-        cmd.envs(env.iter().copied());
-        let child = cmd.spawn().unwrap();
-        let mut server = Server {
-            child,
-            url: format!("http://127.0.0.1:{m}"),
-            content_url: format!("http://127.0.0.1:{c}"),
-            token: String::new(),
-            data,
-            _dir: dir,
-        };
-        let started = Instant::now();
-        loop {
-            let token =
-                std::fs::read_to_string(server.data.join("admin-token")).unwrap_or_default();
-            let healthy =
-                reqwest_blocking(&format!("{}/readyz", server.url)).is_some_and(|s| s == 200);
-            if healthy && !token.trim().is_empty() {
-                server.token = token.trim().to_owned();
-                break;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("avail server exited with {status}: {}", server.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server did not start: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
+/// `avail admin --json …`, which must succeed, parsed.
+trait AdminJson {
+    fn admin_json(&self, args: &[&str]) -> Value;
+}
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// `avail admin …` against this server, as its bootstrap administrator.
-    fn admin(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_avail"))
-            .arg("admin")
-            .args(args)
-            .env("AVAIL_SERVER", &self.url)
-            .env("AVAIL_TOKEN", &self.token)
-            .output()
-            .unwrap()
-    }
-
+impl AdminJson for Server {
     fn admin_json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
@@ -109,33 +44,6 @@ impl Server {
             text(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
-    }
-
-    fn admin_ok(&self, args: &[&str]) -> String {
-        let o = self.admin(args);
-        assert!(
-            o.status.success(),
-            "avail admin {args:?}: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    fn content_files(&self) -> Vec<PathBuf> {
-        walkdir::WalkDir::new(self.data.join("content"))
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.path().to_owned())
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -370,7 +278,7 @@ fn lifecycle(server: &Server) {
 
 #[test]
 fn lifecycle_on_sqlite() {
-    let server = Server::start(None);
+    let server = start(None);
     lifecycle(&server);
 }
 
@@ -384,13 +292,13 @@ fn lifecycle_on_postgres() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let server = Server::start(Some(url));
+    let server = start(Some(url));
     lifecycle(&server);
 }
 
 #[test]
 fn authentication_is_required_and_checked() {
-    let server = Server::start(None);
+    let server = start(None);
     let packages = format!("{}/api/v1/packages", server.url);
     let error = |auth: Option<&str>| {
         let (status, body) = request("GET", &packages, auth, None).unwrap();
@@ -494,7 +402,7 @@ fn authentication_is_required_and_checked() {
 
 #[test]
 fn a_corrupted_upload_leaves_nothing_behind() {
-    let server = Server::start(None);
+    let server = start(None);
     let tmp = tempfile::tempdir().unwrap();
     let good = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "some content\n");
     let mut bytes = std::fs::read(&good).unwrap();
@@ -571,7 +479,7 @@ fn a_corrupted_upload_leaves_nothing_behind() {
 
 #[test]
 fn concurrent_imports_of_one_package_give_one_version() {
-    let server = Server::start(None);
+    let server = start(None);
     let tmp = tempfile::tempdir().unwrap();
     let package = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "concurrent\n");
     let bytes = std::fs::read(&package).unwrap();
@@ -607,16 +515,16 @@ fn concurrent_imports_of_one_package_give_one_version() {
 
 #[test]
 fn sigterm_stops_the_server_gracefully() {
-    let mut server = Server::start(None);
+    let mut server = start(None);
     assert!(server.log().contains("listening"), "{}", server.log());
     let kill = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.child().id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.child().try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -640,7 +548,7 @@ fn sigterm_stops_the_server_gracefully() {
 
 #[test]
 fn oversized_bodies_are_refused() {
-    let server = Server::start_with(None, &[("AVAIL_MAX_UPLOAD_BYTES", "50000")]);
+    let server = start_with(None, &[("AVAIL_MAX_UPLOAD_BYTES", "50000")]);
     let auth = format!("Bearer {}", server.token);
     let (status, body) = request(
         "POST",
@@ -670,4 +578,241 @@ fn oversized_bodies_are_refused() {
             .as_u16()
     });
     assert_eq!(status, 413);
+}
+
+/// `(status, JSON body)` of a request with a JSON body, as the bootstrap administrator.
+fn request_json(server: &Server, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", server.url))
+            .bearer_auth(&server.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    })
+}
+
+#[test]
+fn directory_changes_are_whole_and_retries_are_safe() {
+    let server = start(None);
+    server.admin_ok(&["group", "create", "staff"]);
+    server.admin_ok(&["group", "create", "labs"]);
+    let users = |server: &Server| server.admin_json(&["user", "list"]);
+
+    // A missing group: 404 naming it, and no user, no membership.
+    let (status, body) = request_json(
+        &server,
+        "POST",
+        "/api/v1/users",
+        serde_json::json!({"name": "alice", "groups": ["staff", "ghosts", "labs"]}),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("group ghosts"),
+        "{body}"
+    );
+    assert_eq!(users(&server), serde_json::json!([]));
+    assert_eq!(
+        server.admin_json(&["group", "show", "staff"])["members"],
+        serde_json::json!([])
+    );
+
+    // Created whole; the same request again (a retry) is 200, not 409.
+    let create = serde_json::json!({"name": "alice", "groups": ["staff", "labs"]});
+    let (status, body) = request_json(&server, "POST", "/api/v1/users", create.clone());
+    assert_eq!(
+        (status, body["created"].clone()),
+        (201, Value::Bool(true)),
+        "{body}"
+    );
+    assert_eq!(body["groups"], serde_json::json!(["labs", "staff"]));
+    let (status, body) = request_json(&server, "POST", "/api/v1/users", create);
+    assert_eq!(
+        (status, body["created"].clone()),
+        (200, Value::Bool(false)),
+        "{body}"
+    );
+    let out = server.admin_ok(&[
+        "user", "create", "alice", "--group", "labs", "--group", "staff",
+    ]);
+    assert!(out.contains("already exists"), "{out}");
+    // Other groups: 409 naming the difference.
+    let (status, body) = request_json(
+        &server,
+        "POST",
+        "/api/v1/users",
+        serde_json::json!({"name": "alice", "groups": ["staff"]}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("also in labs"),
+        "{body}"
+    );
+
+    // A machine with a missing group: nothing.
+    let (status, _) = request_json(
+        &server,
+        "POST",
+        "/api/v1/machines",
+        serde_json::json!({"name": "pc1", "groups": ["labs", "ghosts"]}),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        server.admin_json(&["machine", "list"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        server.admin_json(&["group", "show", "labs"])["members"],
+        serde_json::json!([{"kind": "user", "name": "alice"}])
+    );
+
+    // The last administrator stays.
+    let o = server.admin(&["admin", "remove", "admin"]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("last administrator"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// An upgrade whose answer was lost is retried: the retry completes it (200,
+/// the same previous version, the transfer applied) instead of failing.
+#[test]
+fn a_retried_upgrade_completes_rather_than_fails() {
+    let server = start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    let a2 = pack(tmp.path(), "Editor", PKG_A, A2, "2.0", "version two\n");
+    server.admin_ok(&["package", "import", a1.to_str().unwrap()]);
+    server.admin_ok(&["group", "create", "staff"]);
+    server.admin_ok(&["package", "grant", A1, "staff"]);
+    let upgrade = || {
+        let url = format!(
+            "{}/api/v1/packages/Editor/upgrade?transfer=true",
+            server.url
+        );
+        let auth = format!("Bearer {}", server.token);
+        let (status, body) =
+            request("POST", &url, Some(&auth), Some(std::fs::read(&a2).unwrap())).unwrap();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    let (status, first) = upgrade();
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["previous"], A1);
+    // As if the transfer had been lost with the answer.
+    server.admin_ok(&["package", "revoke", A2, "staff"]);
+    let (status, again) = upgrade();
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (again["previous"].as_str(), again["transferred"].as_bool()),
+        (Some(A1), Some(true))
+    );
+    assert_eq!(
+        server.admin_json(&["package", "show", A2])["entitlements"][0]["group"],
+        "staff"
+    );
+}
+
+/// Names with control characters or invisible/reordering Unicode are refused
+/// everywhere the API takes a name, and `avail admin` escapes them when a
+/// database already holds one.
+#[test]
+fn names_that_could_spoof_a_terminal_are_refused_and_escaped() {
+    let server = start(None);
+    server.admin_ok(&["connection-group", "create", "Suite"]);
+    let evil = "invoice\u{202e}gpj.exe";
+    for name in [
+        evil,
+        "a\u{2067}b",
+        "zero\u{200b}width",
+        "\u{feff}admin",
+        "clear\u{1b}[2J",
+        "mark\u{200f}",
+    ] {
+        for (method, path, body) in [
+            ("POST", "/api/v1/users", serde_json::json!({"name": name})),
+            (
+                "POST",
+                "/api/v1/machines",
+                serde_json::json!({"name": name}),
+            ),
+            ("POST", "/api/v1/groups", serde_json::json!({"name": name})),
+            (
+                "POST",
+                "/api/v1/administrators",
+                serde_json::json!({"name": name}),
+            ),
+            (
+                "POST",
+                "/api/v1/connection-groups",
+                serde_json::json!({"name": name}),
+            ),
+            (
+                "PATCH",
+                "/api/v1/connection-groups/Suite",
+                serde_json::json!({"name": name}),
+            ),
+            (
+                "POST",
+                "/api/v1/publishing-servers",
+                serde_json::json!({"name": name}),
+            ),
+            (
+                "POST",
+                "/api/v1/administrators/admin/tokens",
+                serde_json::json!({"label": name}),
+            ),
+        ] {
+            let (status, answer) = request_json(&server, method, path, body);
+            assert_eq!(status, 400, "{method} {path} {name:?}: {answer}");
+            assert!(
+                answer["message"].as_str().unwrap().contains("U+"),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(server.admin_json(&["user", "list"]), serde_json::json!([]));
+
+    // A hostile name that is in the database already (written there directly).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite:{}", server.data.join("management.db").display());
+        let store = avail_store::open_management(&url).await.unwrap();
+        store.create_group(evil).await.unwrap();
+    });
+    let out = server.admin_ok(&["group", "list"]);
+    assert!(!out.contains('\u{202e}'), "{out:?}");
+    assert!(out.contains("invoice\\u{202e}gpj.exe"), "{out}");
+    let o = server.admin(&["--json", "group", "list"]);
+    let raw = text(&o.stdout);
+    assert!(
+        !raw.contains('\u{202e}') && raw.contains("\\u202e"),
+        "{raw:?}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&raw).unwrap(),
+        serde_json::json!([evil])
+    );
+    // An error that repeats the name is escaped too.
+    let o = server.admin(&["group", "show", "ghost\u{202e}x"]);
+    assert!(!o.status.success());
+    assert!(
+        !text(&o.stderr).contains('\u{202e}') && text(&o.stderr).contains("\\u{202e}"),
+        "{:?}",
+        text(&o.stderr)
+    );
 }

@@ -13,6 +13,26 @@ pub use avail_store::model::{
     NewPackageVersion, PackageVersion, Principal, PublishingServer, Transfer,
 };
 
+/// Characters no name may contain, and that `avail admin` escapes when it prints
+/// text from a server: control characters, and the Unicode characters that are
+/// invisible or reorder what follows them — bidirectional embeddings, overrides
+/// and isolates (U+202A–U+202E, U+2066–U+2069), marks (U+200E, U+200F,
+/// U+061C), zero-width characters (U+200B–U+200D, U+2060–U+2064, U+FEFF) and the
+/// line and paragraph separators (U+2028, U+2029). A name with one of them could
+/// display in a terminal as a different name.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 /// The API's base path.
 pub const BASE: &str = "/api/v1";
 /// Where the OpenAPI document is served.
@@ -129,6 +149,17 @@ pub struct CreateUserRequest {
     /// Groups to put it in.
     #[serde(default)]
     pub groups: Vec<String>,
+}
+
+/// A user as created, or as it was already (a retried creation with the same groups).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUser {
+    /// User name.
+    pub name: String,
+    /// The groups it is a direct member of, sorted.
+    pub groups: Vec<String>,
+    /// Whether this request created it.
+    pub created: bool,
 }
 
 /// Add a machine; its credential is returned once.

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// A disk the change needs is full (ENOSPC, EDQUOT); the text names which.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The uploaded package is not a valid package.
     #[error("{0}")]
     InvalidPackage(#[from] FormatError),
@@ -53,9 +56,31 @@ impl ApiError {
     }
 }
 
+/// Whether an I/O error says a disk or a quota is full. tokio's `File` keeps
+/// only the kind of a failed background write, so the kind counts as much as
+/// the OS error number.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    // ENOSPC, EDQUOT (Linux numbers; the kinds cover other systems).
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+impl ApiError {
+    /// An I/O error while writing to `what` (e.g. "the content store /srv/avail/content"):
+    /// a full disk is a 507 that names it, anything else internal.
+    pub(crate) fn io(what: &str, e: std::io::Error) -> Self {
+        if is_disk_full(&e) {
+            ApiError::InsufficientStorage(format!("no space left in {what}: {e}"))
+        } else {
+            ApiError::Internal(format!("{what}: {e}"))
+        }
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        ApiError::Internal(e.to_string())
+        ApiError::io("a file system of the server", e)
     }
 }
 
@@ -67,6 +92,10 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            ApiError::InsufficientStorage(m) => {
+                tracing::error!(message = %m, "out of disk space");
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
             ApiError::InvalidPackage(FormatError::Io { context, source }) => {
                 tracing::error!(%context, %source, "I/O error while reading a package");
                 (
@@ -84,6 +113,14 @@ impl IntoResponse for ApiError {
                 StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", e.to_string()),
                 StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", e.to_string()),
                 StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+                StoreError::Full(_) => {
+                    tracing::error!(error = %e, "database out of space");
+                    (
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "insufficient_storage",
+                        e.to_string(),
+                    )
+                }
                 StoreError::Unavailable(_) | StoreError::Schema(_) => {
                     tracing::error!(error = %e, "database unavailable");
                     (

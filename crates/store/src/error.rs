@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The database's schema is missing, older or newer than this Avail.
     #[error("{0}")]
     Schema(String),
+    /// The database has no room left for the change (SQLite's `SQLITE_FULL`,
+    /// PostgreSQL's `disk_full`); nothing was written. The text says which database.
+    #[error("{0}")]
+    Full(String),
     /// Anything else; the text is for logs, not for clients.
     #[error("database error: {0}")]
     Internal(String),

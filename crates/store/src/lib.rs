@@ -62,6 +62,19 @@ pub trait ManagementStore: Send + Sync {
     async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>>;
     /// Copy entitlements and/or configuration from one version to another (upgrade with transfer).
     async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()>;
+    /// Record an imported version as an upgrade of `from` (a version of the same
+    /// package) and copy what `what` names from it, in one transaction: either the
+    /// version is recorded with its transfer, or nothing is. Idempotent like
+    /// [`add_package_version`](Self::add_package_version); when the version
+    /// exists already (`created == false`) the transfer is applied again, so a
+    /// retried upgrade completes rather than fails. `from` missing is NotFound,
+    /// `from` of another package Invalid.
+    async fn upgrade_package_version(
+        &self,
+        version: NewPackageVersion,
+        from: Uuid,
+        what: Transfer,
+    ) -> Result<Added<PackageVersion>>;
 
     /// Create an empty, unpublished connection group.
     async fn create_connection_group(&self, name: &str, priority: i32) -> Result<ConnectionGroup>;
@@ -69,19 +82,32 @@ pub trait ManagementStore: Send + Sync {
     async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup>;
     /// All connection groups, by priority then name.
     async fn list_connection_groups(&self) -> Result<Vec<ConnectionGroup>>;
-    /// Change a connection group; it gets a new `version_id`.
+    /// Change a connection group: the changes apply in order in one transaction
+    /// (all of them or none), and the group gets one new `version_id`. No changes:
+    /// the group as it is.
     async fn update_connection_group(
         &self,
         id: Uuid,
-        change: ConnectionGroupChange,
+        changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup>;
     /// Delete a connection group.
     async fn delete_connection_group(&self, id: Uuid) -> Result<()>;
 
-    /// Add a user to the directory.
-    async fn create_user(&self, name: &str) -> Result<()>;
-    /// Add a machine with the hash of its credential.
-    async fn create_machine(&self, name: &str, credential_hash: &str) -> Result<()>;
+    /// Add a user to the directory as a direct member of `groups`, in one
+    /// transaction: a group that does not exist is NotFound (naming it) and adds
+    /// nothing. Idempotent, so a retry is safe: the user existing already as a
+    /// member of exactly these groups gives `created == false`; existing with other
+    /// groups is a conflict naming the difference. The value is the groups, sorted.
+    async fn create_user(&self, name: &str, groups: &[String]) -> Result<Added<Vec<String>>>;
+    /// Add a machine with the hash of its credential as a direct member of
+    /// `groups`, in one transaction (a missing group is NotFound and adds nothing).
+    /// An existing machine is a conflict: its credential cannot be issued twice.
+    async fn create_machine(
+        &self,
+        name: &str,
+        credential_hash: &str,
+        groups: &[String],
+    ) -> Result<()>;
     /// Add a group.
     async fn create_group(&self, name: &str) -> Result<()>;
     /// Remove a user, machine or group (and its memberships and entitlements).
@@ -119,7 +145,8 @@ pub trait ManagementStore: Send + Sync {
 
     /// Add an administrator (a password hash, or none for token-only).
     async fn add_administrator(&self, name: &str, password_hash: Option<&str>) -> Result<()>;
-    /// Remove an administrator and their tokens.
+    /// Remove an administrator and their tokens. The last administrator is never
+    /// removed (a conflict), also not by concurrent removals of the last two.
     async fn remove_administrator(&self, name: &str) -> Result<()>;
     /// All administrators.
     async fn list_administrators(&self) -> Result<Vec<Administrator>>;

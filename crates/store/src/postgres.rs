@@ -93,6 +93,11 @@ impl E {
                         .unwrap_or_else(|| "already exists".into()),
                 ),
                 Some("23503") => StoreError::NotFound("a referenced row".into()),
+                // disk_full
+                Some("53100") => StoreError::Full(format!(
+                    "no space left for the PostgreSQL database: {}",
+                    db_message(&e)
+                )),
                 _ => StoreError::Internal(match e.as_db_error() {
                     Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
                     None => e.to_string(),
@@ -397,6 +402,148 @@ fn read_server(r: &Row) -> PublishingServer {
     }
 }
 
+/// Record a package version unless it is there already (see
+/// `add_package_version`); the caller has locked the sequence row.
+async fn insert_version(
+    tx: &impl GenericClient,
+    v: &NewPackageVersion,
+) -> std::result::Result<Added<PackageVersion>, E> {
+    match get_version(tx, v.version_id).await {
+        Ok(existing) if existing.package.sha256 == v.sha256 => {
+            return Ok(Added {
+                value: existing,
+                created: false,
+            });
+        }
+        Ok(_) => {
+            return Err(E::Store(StoreError::Conflict(format!(
+                "version {} is already imported from a different file",
+                v.version_id
+            ))));
+        }
+        Err(E::Store(StoreError::NotFound(_))) => {}
+        Err(e) => return Err(e),
+    }
+    let now = Utc::now();
+    tx.execute(
+        "INSERT INTO packages (package_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&v.package_id, &now],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8)",
+        &[&v.version_id, &v.package_id, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now],
+    )
+    .await?;
+    for (i, app) in v.applications.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES ($1, $2, $3, $4, $5)",
+            &[&v.version_id, &(i as i32), &app.id, &app.target, &app.arguments],
+        )
+        .await?;
+    }
+    Ok(Added {
+        value: get_version(tx, v.version_id).await?,
+        created: true,
+    })
+}
+
+/// Copy entitlements and/or the deployment configuration from one version to another.
+async fn copy_transfer(
+    tx: &impl GenericClient,
+    from: Uuid,
+    to: Uuid,
+    what: Transfer,
+) -> std::result::Result<(), E> {
+    if what.entitlements {
+        tx.execute(
+            "INSERT INTO entitlements (version_id, group_name, user_config)
+             SELECT $2, group_name, user_config FROM entitlements WHERE version_id = $1
+             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
+            &[&from, &to],
+        )
+        .await?;
+    }
+    if what.deployment_config {
+        tx.execute(
+            "INSERT INTO deployment_configs (version_id, config, updated_at)
+             SELECT $2, config, now() FROM deployment_configs WHERE version_id = $1
+             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+            &[&from, &to],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A principal's direct groups, sorted.
+async fn direct_groups(
+    c: &impl GenericClient,
+    p: &Principal,
+) -> std::result::Result<Vec<String>, E> {
+    let (_, table, column) = principal_table(p);
+    Ok(c.query(
+        &format!("SELECT group_name FROM {table} WHERE {column} = $1 ORDER BY group_name"),
+        &[&principal_name(p)],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+/// Insert a user or machine row and its direct memberships; every group must
+/// exist (else NotFound naming the missing ones, and the caller's transaction
+/// rolls back). The caller has locked the sequence row.
+async fn insert_principal_in_groups(
+    tx: &impl GenericClient,
+    p: &Principal,
+    credential_hash: Option<&str>,
+    groups: &[String],
+) -> std::result::Result<(), E> {
+    let missing: Vec<String> = tx
+        .query(
+            "SELECT g FROM unnest($1::text[]) AS g WHERE NOT EXISTS (SELECT 1 FROM groups WHERE name = g) ORDER BY g",
+            &[&groups],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !missing.is_empty() {
+        return Err(E::Store(schema::missing_groups(&missing)));
+    }
+    let (table, members, column) = principal_table(p);
+    let name = principal_name(p);
+    let kind = &table[..table.len() - 1];
+    match credential_hash {
+        Some(hash) => {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} (name, credential_hash, created_at) VALUES ($1, $2, now())"
+                ),
+                &[&name, &hash],
+            )
+            .await
+        }
+        None => {
+            tx.execute(
+                &format!("INSERT INTO {table} (name, created_at) VALUES ($1, now())"),
+                &[&name],
+            )
+            .await
+        }
+    }
+    .map_err(|e| conflict(E::Pg(e), format!("{kind} {name} already exists")))?;
+    tx.execute(
+        &format!("INSERT INTO {members} (group_name, {column}) SELECT unnest($1::text[]), $2"),
+        &[&groups, &name],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl ManagementStore for PgManagement {
     async fn change_sequence(&self) -> Result<i64> {
@@ -414,48 +561,13 @@ impl ManagementStore for PgManagement {
             let tx = c.transaction().await?;
             // Lock the sequence row first: concurrent imports of one VersionId serialise here.
             bump(&tx).await?;
-            match get_version(&tx, v.version_id).await {
-                Ok(existing) if existing.package.sha256 == v.sha256 => {
-                    tx.rollback().await?;
-                    return Ok(Added {
-                        value: existing,
-                        created: false,
-                    });
-                }
-                Ok(_) => {
-                    return Err(E::Store(StoreError::Conflict(format!(
-                        "version {} is already imported from a different file",
-                        v.version_id
-                    ))));
-                }
-                Err(E::Store(StoreError::NotFound(_))) => {}
-                Err(e) => return Err(e),
+            let added = insert_version(&tx, &v).await?;
+            if added.created {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
-            let now = Utc::now();
-            tx.execute(
-                "INSERT INTO packages (package_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&v.package_id, &now],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8)",
-                &[&v.version_id, &v.package_id, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now],
-            )
-            .await?;
-            for (i, app) in v.applications.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES ($1, $2, $3, $4, $5)",
-                    &[&v.version_id, &(i as i32), &app.id, &app.target, &app.arguments],
-                )
-                .await?;
-            }
-            let value = get_version(&tx, v.version_id).await?;
-            tx.commit().await?;
-            Ok(Added {
-                value,
-                created: true,
-            })
+            Ok(added)
         })
     }
 
@@ -634,26 +746,32 @@ impl ManagementStore for PgManagement {
             bump(&tx).await?;
             get_version(&tx, from).await?;
             get_version(&tx, to).await?;
-            if what.entitlements {
-                tx.execute(
-                    "INSERT INTO entitlements (version_id, group_name, user_config)
-                     SELECT $2, group_name, user_config FROM entitlements WHERE version_id = $1
-                     ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-                    &[&from, &to],
-                )
-                .await?;
-            }
-            if what.deployment_config {
-                tx.execute(
-                    "INSERT INTO deployment_configs (version_id, config, updated_at)
-                     SELECT $2, config, now() FROM deployment_configs WHERE version_id = $1
-                     ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                    &[&from, &to],
-                )
-                .await?;
-            }
+            copy_transfer(&tx, from, to, what).await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    async fn upgrade_package_version(
+        &self,
+        v: NewPackageVersion,
+        from: Uuid,
+        what: Transfer,
+    ) -> Result<Added<PackageVersion>> {
+        with_client!(self.pool, true, |c| {
+            let tx = c.transaction().await?;
+            bump(&tx).await?;
+            let previous = get_version(&tx, from).await?;
+            if previous.package.package_id != v.package_id {
+                return Err(E::Store(StoreError::Invalid(format!(
+                    "version {from} is not a version of package {}",
+                    v.package_id
+                ))));
+            }
+            let added = insert_version(&tx, &v).await?;
+            copy_transfer(&tx, from, v.version_id, what).await?;
+            tx.commit().await?;
+            Ok(added)
         })
     }
 
@@ -700,133 +818,141 @@ impl ManagementStore for PgManagement {
     async fn update_connection_group(
         &self,
         id: Uuid,
-        change: ConnectionGroupChange,
+        changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup> {
-        let idempotent = !matches!(
-            change,
-            ConnectionGroupChange::RemoveMember(_) | ConnectionGroupChange::Revoke(_)
-        );
+        if changes.is_empty() {
+            return self.connection_group(id).await;
+        }
+        let idempotent = !changes.iter().any(|change| {
+            matches!(
+                change,
+                ConnectionGroupChange::RemoveMember(_) | ConnectionGroupChange::Revoke(_)
+            )
+        });
         with_client!(self.pool, idempotent, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
-            let current = get_connection_group(&tx, id).await?;
-            match &change {
-                ConnectionGroupChange::Rename(name) => {
-                    tx.execute(
-                        "UPDATE connection_groups SET name = $2 WHERE id = $1",
-                        &[&id, name],
-                    )
-                    .await
-                    .map_err(|e| {
-                        conflict(
-                            E::Pg(e),
-                            format!("a connection group named {name} already exists"),
+            for change in &changes {
+                let current = get_connection_group(&tx, id).await?;
+                match change {
+                    ConnectionGroupChange::Rename(name) => {
+                        tx.execute(
+                            "UPDATE connection_groups SET name = $2 WHERE id = $1",
+                            &[&id, name],
                         )
-                    })?;
-                }
-                ConnectionGroupChange::Priority(p) => {
-                    tx.execute(
-                        "UPDATE connection_groups SET priority = $2 WHERE id = $1",
-                        &[&id, p],
-                    )
-                    .await?;
-                }
-                ConnectionGroupChange::SetMember(m) => {
-                    if tx
-                        .query_opt(
-                            "SELECT 1 FROM packages WHERE package_id = $1",
-                            &[&m.package_id],
-                        )
-                        .await?
-                        .is_none()
-                    {
-                        return Err(not_found(format!("package {}", m.package_id)));
+                        .await
+                        .map_err(|e| {
+                            conflict(
+                                E::Pg(e),
+                                format!("a connection group named {name} already exists"),
+                            )
+                        })?;
                     }
-                    if let Some(v) = m.version_id {
-                        let version = get_version(&tx, v).await?;
-                        if version.package.package_id != m.package_id {
-                            return Err(E::Store(StoreError::Invalid(format!(
-                                "version {v} is not a version of package {}",
-                                m.package_id
-                            ))));
+                    ConnectionGroupChange::Priority(p) => {
+                        tx.execute(
+                            "UPDATE connection_groups SET priority = $2 WHERE id = $1",
+                            &[&id, p],
+                        )
+                        .await?;
+                    }
+                    ConnectionGroupChange::SetMember(m) => {
+                        if tx
+                            .query_opt(
+                                "SELECT 1 FROM packages WHERE package_id = $1",
+                                &[&m.package_id],
+                            )
+                            .await?
+                            .is_none()
+                        {
+                            return Err(not_found(format!("package {}", m.package_id)));
                         }
-                    }
-                    let position = current
-                        .members
-                        .iter()
-                        .position(|x| x.package_id == m.package_id)
-                        .unwrap_or(current.members.len()) as i32;
-                    tx.execute(
+                        if let Some(v) = m.version_id {
+                            let version = get_version(&tx, v).await?;
+                            if version.package.package_id != m.package_id {
+                                return Err(E::Store(StoreError::Invalid(format!(
+                                    "version {v} is not a version of package {}",
+                                    m.package_id
+                                ))));
+                            }
+                        }
+                        let position = current
+                            .members
+                            .iter()
+                            .position(|x| x.package_id == m.package_id)
+                            .unwrap_or(current.members.len())
+                            as i32;
+                        tx.execute(
                         "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
                         &[&id, &position, &m.package_id, &m.version_id, &m.optional],
                     )
                     .await?;
-                }
-                ConnectionGroupChange::MoveMember {
-                    package_id,
-                    position,
-                } => {
-                    let mut order: Vec<Uuid> =
-                        current.members.iter().map(|m| m.package_id).collect();
-                    let from = order.iter().position(|p| p == package_id).ok_or_else(|| {
-                        not_found(format!(
-                            "member {package_id} of connection group {}",
-                            current.name
-                        ))
-                    })?;
-                    let moved = order.remove(from);
-                    order.insert((*position).min(order.len()), moved);
-                    for (i, p) in order.iter().enumerate() {
-                        tx.execute(
+                    }
+                    ConnectionGroupChange::MoveMember {
+                        package_id,
+                        position,
+                    } => {
+                        let mut order: Vec<Uuid> =
+                            current.members.iter().map(|m| m.package_id).collect();
+                        let from = order.iter().position(|p| p == package_id).ok_or_else(|| {
+                            not_found(format!(
+                                "member {package_id} of connection group {}",
+                                current.name
+                            ))
+                        })?;
+                        let moved = order.remove(from);
+                        order.insert((*position).min(order.len()), moved);
+                        for (i, p) in order.iter().enumerate() {
+                            tx.execute(
                             "UPDATE connection_group_members SET position = $3 WHERE group_id = $1 AND package_id = $2",
                             &[&id, p, &(i as i32)],
                         )
                         .await?;
+                        }
                     }
-                }
-                ConnectionGroupChange::RemoveMember(package_id) => {
-                    let n = tx
+                    ConnectionGroupChange::RemoveMember(package_id) => {
+                        let n = tx
                         .execute(
                             "DELETE FROM connection_group_members WHERE group_id = $1 AND package_id = $2",
                             &[&id, package_id],
                         )
                         .await?;
-                    if n == 0 {
-                        return Err(not_found(format!(
-                            "member {package_id} of connection group {}",
-                            current.name
-                        )));
+                        if n == 0 {
+                            return Err(not_found(format!(
+                                "member {package_id} of connection group {}",
+                                current.name
+                            )));
+                        }
                     }
-                }
-                ConnectionGroupChange::Grant(group) => {
-                    require_group(&tx, group).await?;
-                    tx.execute(
+                    ConnectionGroupChange::Grant(group) => {
+                        require_group(&tx, group).await?;
+                        tx.execute(
                         "INSERT INTO connection_group_entitlements (group_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                         &[&id, group],
                     )
                     .await?;
-                }
-                ConnectionGroupChange::Revoke(group) => {
-                    let n = tx
+                    }
+                    ConnectionGroupChange::Revoke(group) => {
+                        let n = tx
                         .execute(
                             "DELETE FROM connection_group_entitlements WHERE group_id = $1 AND group_name = $2",
                             &[&id, group],
                         )
                         .await?;
-                    if n == 0 {
-                        return Err(not_found(format!(
-                            "entitlement of group {group} to connection group {}",
-                            current.name
-                        )));
+                        if n == 0 {
+                            return Err(not_found(format!(
+                                "entitlement of group {group} to connection group {}",
+                                current.name
+                            )));
+                        }
                     }
-                }
-                ConnectionGroupChange::Publish(published) => {
-                    tx.execute(
-                        "UPDATE connection_groups SET published = $2 WHERE id = $1",
-                        &[&id, published],
-                    )
-                    .await?;
+                    ConnectionGroupChange::Publish(published) => {
+                        tx.execute(
+                            "UPDATE connection_groups SET published = $2 WHERE id = $1",
+                            &[&id, published],
+                        )
+                        .await?;
+                    }
                 }
             }
             tx.execute(
@@ -856,17 +982,66 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn create_user(&self, name: &str) -> Result<()> {
-        self.create_named("users", "user", name, None).await
+    async fn create_user(&self, name: &str, groups: &[String]) -> Result<Added<Vec<String>>> {
+        let groups = schema::group_set(groups);
+        let user = Principal::User(name.to_owned());
+        // Idempotent, so safe to retry on a fresh connection.
+        with_client!(self.pool, true, |c| {
+            let tx = c.transaction().await?;
+            // The sequence row lock serialises this with concurrent creations of the same user.
+            bump(&tx).await?;
+            match require_principal(&tx, &user).await {
+                Ok(()) => {
+                    let current = direct_groups(&tx, &user).await?;
+                    schema::same_groups("user", name, &current, &groups)?;
+                    tx.rollback().await?;
+                    return Ok(Added {
+                        value: groups.clone(),
+                        created: false,
+                    });
+                }
+                Err(E::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+            insert_principal_in_groups(&tx, &user, None, &groups).await?;
+            tx.commit().await?;
+            Ok(Added {
+                value: groups.clone(),
+                created: true,
+            })
+        })
     }
 
-    async fn create_machine(&self, name: &str, credential_hash: &str) -> Result<()> {
-        self.create_named("machines", "machine", name, Some(credential_hash))
-            .await
+    async fn create_machine(
+        &self,
+        name: &str,
+        credential_hash: &str,
+        groups: &[String],
+    ) -> Result<()> {
+        let groups = schema::group_set(groups);
+        let machine = Principal::Machine(name.to_owned());
+        with_client!(self.pool, false, |c| {
+            let tx = c.transaction().await?;
+            bump(&tx).await?;
+            insert_principal_in_groups(&tx, &machine, Some(credential_hash), &groups).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     async fn create_group(&self, name: &str) -> Result<()> {
-        self.create_named("groups", "group", name, None).await
+        with_client!(self.pool, false, |c| {
+            let tx = c.transaction().await?;
+            bump(&tx).await?;
+            tx.execute(
+                "INSERT INTO groups (name, created_at) VALUES ($1, now())",
+                &[&name],
+            )
+            .await
+            .map_err(|e| conflict(E::Pg(e), format!("group {name} already exists")))?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     async fn delete_principal(&self, principal: &Principal) -> Result<()> {
@@ -1103,12 +1278,29 @@ impl ManagementStore for PgManagement {
 
     async fn remove_administrator(&self, name: &str) -> Result<()> {
         with_client!(self.pool, false, |c| {
-            if c.execute("DELETE FROM administrators WHERE name = $1", &[&name])
+            let tx = c.transaction().await?;
+            // Lock every administrator row: of two concurrent removals, the second
+            // waits for the first and then counts what is left.
+            let names: Vec<String> = tx
+                .query(
+                    "SELECT name FROM administrators ORDER BY name FOR UPDATE",
+                    &[],
+                )
                 .await?
-                == 0
-            {
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !names.iter().any(|n| n == name) {
                 return Err(not_found(format!("administrator {name}")));
             }
+            if names.len() == 1 {
+                return Err(E::Store(StoreError::Conflict(
+                    "the last administrator cannot be removed".into(),
+                )));
+            }
+            tx.execute("DELETE FROM administrators WHERE name = $1", &[&name])
+                .await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -1160,34 +1352,6 @@ impl ManagementStore for PgManagement {
             )
             .await?
             .map(|r| r.get(0)))
-        })
-    }
-}
-
-impl PgManagement {
-    async fn create_named(
-        &self,
-        table: &str,
-        what: &str,
-        name: &str,
-        credential_hash: Option<&str>,
-    ) -> Result<()> {
-        with_client!(self.pool, false, |c| {
-            let tx = c.transaction().await?;
-            bump(&tx).await?;
-            let result = match credential_hash {
-                Some(hash) => {
-                    tx.execute(
-                        &format!("INSERT INTO {table} (name, credential_hash, created_at) VALUES ($1, $2, now())"),
-                        &[&name, &hash],
-                    )
-                    .await
-                }
-                None => tx.execute(&format!("INSERT INTO {table} (name, created_at) VALUES ($1, now())"), &[&name]).await,
-            };
-            result.map_err(|e| conflict(E::Pg(e), format!("{what} {name} already exists")))?;
-            tx.commit().await?;
-            Ok(())
         })
     }
 }

@@ -4,6 +4,8 @@
 //! runs; each records its own version in `schema_version`, so either way of
 //! installing leaves the same database.
 
+use std::collections::BTreeSet;
+
 use crate::model::{Principal, SchemaStatus};
 use crate::{Result, StoreError};
 
@@ -104,4 +106,56 @@ pub(crate) fn principal_name(p: &Principal) -> &str {
     match p {
         Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
     }
+}
+
+/// Group names as a set: sorted, without duplicates.
+pub(crate) fn group_set(groups: &[String]) -> Vec<String> {
+    groups
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// `NotFound` naming every group of `missing` (sorted), e.g. "group staff not found".
+pub(crate) fn missing_groups(missing: &[String]) -> StoreError {
+    StoreError::NotFound(match missing {
+        [one] => format!("group {one}"),
+        many => format!("groups {}", many.join(", ")),
+    })
+}
+
+/// `Ok(())` when a principal that exists already is a direct member of exactly
+/// `wanted` (both sorted sets); else a conflict that names the difference.
+pub(crate) fn same_groups(
+    what: &str,
+    name: &str,
+    current: &[String],
+    wanted: &[String],
+) -> Result<()> {
+    let not_in: Vec<&str> = wanted
+        .iter()
+        .filter(|g| !current.contains(g))
+        .map(String::as_str)
+        .collect();
+    let also_in: Vec<&str> = current
+        .iter()
+        .filter(|g| !wanted.contains(g))
+        .map(String::as_str)
+        .collect();
+    if not_in.is_empty() && also_in.is_empty() {
+        return Ok(());
+    }
+    let mut difference = Vec::new();
+    if !not_in.is_empty() {
+        difference.push(format!("it is not in {}", not_in.join(", ")));
+    }
+    if !also_in.is_empty() {
+        difference.push(format!("it is also in {}", also_in.join(", ")));
+    }
+    Err(StoreError::Conflict(format!(
+        "{what} {name} already exists with other groups: {}",
+        difference.join("; ")
+    )))
 }

@@ -36,6 +36,10 @@ impl From<rusqlite::Error> for StoreError {
                         "the SQLite database is locked by another process".into(),
                     );
                 }
+                // SQLITE_FULL: "database or disk is full"; `Db::run` names the file.
+                _ if f.code == rusqlite::ErrorCode::DiskFull => {
+                    return StoreError::Full("the SQLite database or its disk is full".into());
+                }
                 _ => {}
             }
         }
@@ -43,9 +47,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// A connection shared by blocking tasks.
+/// A connection shared by blocking tasks, and the file it is open on.
 #[derive(Clone)]
-struct Db(Arc<Mutex<Connection>>);
+struct Db {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<str>,
+}
 
 impl Db {
     fn open(path: &str) -> Result<Db> {
@@ -56,20 +63,30 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Db(Arc::new(Mutex::new(conn))))
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::from(path),
+        })
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = self.0.clone();
-        tokio::task::spawn_blocking(move || {
+        let db = self.conn.clone();
+        let result = tokio::task::spawn_blocking(move || {
             let mut conn = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("database task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("database task failed: {e}")))?;
+        result.map_err(|e| match e {
+            StoreError::Full(_) => StoreError::Full(format!(
+                "no space left for the SQLite database {} (database or disk is full)",
+                self.path
+            )),
+            other => other,
+        })
     }
 
     /// Run `f` in a write transaction.
@@ -297,6 +314,131 @@ fn read_server(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublishingServer> {
     })
 }
 
+/// Record a package version unless it is there already (see `add_package_version`).
+fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<PackageVersion>> {
+    match get_version(tx, v.version_id) {
+        Ok(existing) if existing.package.sha256 == v.sha256 => {
+            return Ok(Added {
+                value: existing,
+                created: false,
+            });
+        }
+        Ok(_) => {
+            return Err(StoreError::Conflict(format!(
+                "version {} is already imported from a different file",
+                v.version_id
+            )));
+        }
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let now = Utc::now();
+    tx.execute(
+        "INSERT INTO packages (package_id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![v.package_id.to_string(), now],
+    )?;
+    tx.execute(
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
+        params![
+            v.version_id.to_string(),
+            v.package_id.to_string(),
+            v.name,
+            v.version,
+            v.content_path,
+            v.size as i64,
+            v.sha256,
+            now
+        ],
+    )?;
+    for (i, app) in v.applications.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![v.version_id.to_string(), i as i64, app.id, app.target, app.arguments],
+        )?;
+    }
+    bump(tx)?;
+    Ok(Added {
+        value: get_version(tx, v.version_id)?,
+        created: true,
+    })
+}
+
+/// Copy entitlements and/or the deployment configuration from one version to another.
+fn copy_transfer(tx: &Transaction<'_>, from: Uuid, to: Uuid, what: Transfer) -> Result<()> {
+    if what.entitlements {
+        tx.execute(
+            "INSERT INTO entitlements (version_id, group_name, user_config)
+             SELECT ?2, group_name, user_config FROM entitlements WHERE version_id = ?1
+             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
+            params![from.to_string(), to.to_string()],
+        )?;
+    }
+    if what.deployment_config {
+        tx.execute(
+            "INSERT INTO deployment_configs (version_id, config, updated_at)
+             SELECT ?2, config, ?3 FROM deployment_configs WHERE version_id = ?1
+             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+            params![from.to_string(), to.to_string(), Utc::now()],
+        )?;
+    }
+    Ok(())
+}
+
+/// A principal's direct groups, sorted.
+fn direct_groups(conn: &Connection, p: &Principal) -> Result<Vec<String>> {
+    let (_, table, column) = principal_table(p);
+    Ok(conn
+        .prepare(&format!(
+            "SELECT group_name FROM {table} WHERE {column} = ?1 ORDER BY group_name"
+        ))?
+        .query_map([principal_name(p)], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+/// Insert a user or machine row and its direct memberships; every group must
+/// exist (else NotFound naming the missing ones, and the caller's transaction
+/// rolls back).
+fn insert_principal_in_groups(
+    tx: &Transaction<'_>,
+    p: &Principal,
+    credential_hash: Option<&str>,
+    groups: &[String],
+) -> Result<()> {
+    let mut missing = Vec::new();
+    for g in groups {
+        match require_group(tx, g) {
+            Ok(()) => {}
+            Err(StoreError::NotFound(_)) => missing.push(g.clone()),
+            Err(e) => return Err(e),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(schema::missing_groups(&missing));
+    }
+    let (table, members, column) = principal_table(p);
+    let name = principal_name(p);
+    let kind = &table[..table.len() - 1];
+    match credential_hash {
+        Some(hash) => tx.execute(
+            &format!("INSERT INTO {table} (name, credential_hash, created_at) VALUES (?1, ?2, ?3)"),
+            params![name, hash, Utc::now()],
+        ),
+        None => tx.execute(
+            &format!("INSERT INTO {table} (name, created_at) VALUES (?1, ?2)"),
+            params![name, Utc::now()],
+        ),
+    }
+    .map_err(|e| conflict_as(e, format!("{kind} {name} already exists")))?;
+    let mut insert = tx.prepare(&format!(
+        "INSERT INTO {members} (group_name, {column}) VALUES (?1, ?2)"
+    ))?;
+    for g in groups {
+        insert.execute(params![g, name])?;
+    }
+    bump(tx)
+}
+
 #[async_trait]
 impl ManagementStore for SqliteManagement {
     async fn change_sequence(&self) -> Result<i64> {
@@ -312,50 +454,7 @@ impl ManagementStore for SqliteManagement {
     }
 
     async fn add_package_version(&self, v: NewPackageVersion) -> Result<Added<PackageVersion>> {
-        self.db
-            .write(move |tx| {
-                match get_version(tx, v.version_id) {
-                    Ok(existing) if existing.package.sha256 == v.sha256 => {
-                        return Ok(Added { value: existing, created: false });
-                    }
-                    Ok(_) => {
-                        return Err(StoreError::Conflict(format!(
-                            "version {} is already imported from a different file",
-                            v.version_id
-                        )));
-                    }
-                    Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-                let now = Utc::now();
-                tx.execute(
-                    "INSERT INTO packages (package_id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    params![v.package_id.to_string(), now],
-                )?;
-                tx.execute(
-                    "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
-                    params![
-                        v.version_id.to_string(),
-                        v.package_id.to_string(),
-                        v.name,
-                        v.version,
-                        v.content_path,
-                        v.size as i64,
-                        v.sha256,
-                        now
-                    ],
-                )?;
-                for (i, app) in v.applications.iter().enumerate() {
-                    tx.execute(
-                        "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![v.version_id.to_string(), i as i64, app.id, app.target, app.arguments],
-                    )?;
-                }
-                bump(tx)?;
-                Ok(Added { value: get_version(tx, v.version_id)?, created: true })
-            })
-            .await
+        self.db.write(move |tx| insert_version(tx, &v)).await
     }
 
     async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
@@ -526,23 +625,31 @@ impl ManagementStore for SqliteManagement {
             .write(move |tx| {
                 get_version(tx, from)?;
                 get_version(tx, to)?;
-                if what.entitlements {
-                    tx.execute(
-                        "INSERT INTO entitlements (version_id, group_name, user_config)
-                         SELECT ?2, group_name, user_config FROM entitlements WHERE version_id = ?1
-                         ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-                        params![from.to_string(), to.to_string()],
-                    )?;
-                }
-                if what.deployment_config {
-                    tx.execute(
-                        "INSERT INTO deployment_configs (version_id, config, updated_at)
-                         SELECT ?2, config, ?3 FROM deployment_configs WHERE version_id = ?1
-                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                        params![from.to_string(), to.to_string(), Utc::now()],
-                    )?;
-                }
+                copy_transfer(tx, from, to, what)?;
                 bump(tx)
+            })
+            .await
+    }
+
+    async fn upgrade_package_version(
+        &self,
+        v: NewPackageVersion,
+        from: Uuid,
+        what: Transfer,
+    ) -> Result<Added<PackageVersion>> {
+        self.db
+            .write(move |tx| {
+                let previous = get_version(tx, from)?;
+                if previous.package.package_id != v.package_id {
+                    return Err(StoreError::Invalid(format!(
+                        "version {from} is not a version of package {}",
+                        v.package_id
+                    )));
+                }
+                let added = insert_version(tx, &v)?;
+                copy_transfer(tx, from, v.version_id, what)?;
+                bump(tx)?;
+                Ok(added)
             })
             .await
     }
@@ -587,89 +694,94 @@ impl ManagementStore for SqliteManagement {
     async fn update_connection_group(
         &self,
         id: Uuid,
-        change: ConnectionGroupChange,
+        changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup> {
         self.db
             .write(move |tx| {
-                let current = get_connection_group(tx, id)?;
                 let gid = id.to_string();
-                match change {
-                    ConnectionGroupChange::Rename(name) => {
-                        tx.execute("UPDATE connection_groups SET name = ?2 WHERE id = ?1", params![gid, name])
-                            .map_err(|e| match StoreError::from(e) {
-                                StoreError::Conflict(_) => StoreError::Conflict(format!("a connection group named {name} already exists")),
-                                other => other,
-                            })?;
-                    }
-                    ConnectionGroupChange::Priority(p) => {
-                        tx.execute("UPDATE connection_groups SET priority = ?2 WHERE id = ?1", params![gid, p])?;
-                    }
-                    ConnectionGroupChange::SetMember(m) => {
-                        let known: Option<i32> = tx
-                            .query_row("SELECT 1 FROM packages WHERE package_id = ?1", [m.package_id.to_string()], |r| r.get(0))
-                            .optional()?;
-                        if known.is_none() {
-                            return Err(not_found(format!("package {}", m.package_id)));
+                if changes.is_empty() {
+                    return get_connection_group(tx, id);
+                }
+                for change in changes {
+                    let current = get_connection_group(tx, id)?;
+                    match change {
+                        ConnectionGroupChange::Rename(name) => {
+                            tx.execute("UPDATE connection_groups SET name = ?2 WHERE id = ?1", params![gid, name])
+                                .map_err(|e| match StoreError::from(e) {
+                                    StoreError::Conflict(_) => StoreError::Conflict(format!("a connection group named {name} already exists")),
+                                    other => other,
+                                })?;
                         }
-                        if let Some(v) = m.version_id {
-                            let version = get_version(tx, v)?;
-                            if version.package.package_id != m.package_id {
-                                return Err(StoreError::Invalid(format!("version {v} is not a version of package {}", m.package_id)));
+                        ConnectionGroupChange::Priority(p) => {
+                            tx.execute("UPDATE connection_groups SET priority = ?2 WHERE id = ?1", params![gid, p])?;
+                        }
+                        ConnectionGroupChange::SetMember(m) => {
+                            let known: Option<i32> = tx
+                                .query_row("SELECT 1 FROM packages WHERE package_id = ?1", [m.package_id.to_string()], |r| r.get(0))
+                                .optional()?;
+                            if known.is_none() {
+                                return Err(not_found(format!("package {}", m.package_id)));
                             }
-                        }
-                        let position = current
-                            .members
-                            .iter()
-                            .position(|x| x.package_id == m.package_id)
-                            .unwrap_or(current.members.len()) as i64;
-                        tx.execute(
-                            "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
-                             ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
-                            params![gid, position, m.package_id.to_string(), m.version_id.map(|v| v.to_string()), m.optional],
-                        )?;
-                    }
-                    ConnectionGroupChange::MoveMember { package_id, position } => {
-                        let mut order: Vec<Uuid> = current.members.iter().map(|m| m.package_id).collect();
-                        let from = order
-                            .iter()
-                            .position(|p| *p == package_id)
-                            .ok_or_else(|| not_found(format!("member {package_id} of connection group {}", current.name)))?;
-                        let moved = order.remove(from);
-                        order.insert(position.min(order.len()), moved);
-                        for (i, p) in order.iter().enumerate() {
+                            if let Some(v) = m.version_id {
+                                let version = get_version(tx, v)?;
+                                if version.package.package_id != m.package_id {
+                                    return Err(StoreError::Invalid(format!("version {v} is not a version of package {}", m.package_id)));
+                                }
+                            }
+                            let position = current
+                                .members
+                                .iter()
+                                .position(|x| x.package_id == m.package_id)
+                                .unwrap_or(current.members.len()) as i64;
                             tx.execute(
-                                "UPDATE connection_group_members SET position = ?3 WHERE group_id = ?1 AND package_id = ?2",
-                                params![gid, p.to_string(), i as i64],
+                                "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
+                                 ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
+                                params![gid, position, m.package_id.to_string(), m.version_id.map(|v| v.to_string()), m.optional],
                             )?;
                         }
-                    }
-                    ConnectionGroupChange::RemoveMember(package_id) => {
-                        let n = tx.execute(
-                            "DELETE FROM connection_group_members WHERE group_id = ?1 AND package_id = ?2",
-                            params![gid, package_id.to_string()],
-                        )?;
-                        if n == 0 {
-                            return Err(not_found(format!("member {package_id} of connection group {}", current.name)));
+                        ConnectionGroupChange::MoveMember { package_id, position } => {
+                            let mut order: Vec<Uuid> = current.members.iter().map(|m| m.package_id).collect();
+                            let from = order
+                                .iter()
+                                .position(|p| *p == package_id)
+                                .ok_or_else(|| not_found(format!("member {package_id} of connection group {}", current.name)))?;
+                            let moved = order.remove(from);
+                            order.insert(position.min(order.len()), moved);
+                            for (i, p) in order.iter().enumerate() {
+                                tx.execute(
+                                    "UPDATE connection_group_members SET position = ?3 WHERE group_id = ?1 AND package_id = ?2",
+                                    params![gid, p.to_string(), i as i64],
+                                )?;
+                            }
                         }
-                    }
-                    ConnectionGroupChange::Grant(group) => {
-                        require_group(tx, &group)?;
-                        tx.execute(
-                            "INSERT INTO connection_group_entitlements (group_id, group_name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                            params![gid, group],
-                        )?;
-                    }
-                    ConnectionGroupChange::Revoke(group) => {
-                        let n = tx.execute(
-                            "DELETE FROM connection_group_entitlements WHERE group_id = ?1 AND group_name = ?2",
-                            params![gid, group],
-                        )?;
-                        if n == 0 {
-                            return Err(not_found(format!("entitlement of group {group} to connection group {}", current.name)));
+                        ConnectionGroupChange::RemoveMember(package_id) => {
+                            let n = tx.execute(
+                                "DELETE FROM connection_group_members WHERE group_id = ?1 AND package_id = ?2",
+                                params![gid, package_id.to_string()],
+                            )?;
+                            if n == 0 {
+                                return Err(not_found(format!("member {package_id} of connection group {}", current.name)));
+                            }
                         }
-                    }
-                    ConnectionGroupChange::Publish(published) => {
-                        tx.execute("UPDATE connection_groups SET published = ?2 WHERE id = ?1", params![gid, published])?;
+                        ConnectionGroupChange::Grant(group) => {
+                            require_group(tx, &group)?;
+                            tx.execute(
+                                "INSERT INTO connection_group_entitlements (group_id, group_name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                                params![gid, group],
+                            )?;
+                        }
+                        ConnectionGroupChange::Revoke(group) => {
+                            let n = tx.execute(
+                                "DELETE FROM connection_group_entitlements WHERE group_id = ?1 AND group_name = ?2",
+                                params![gid, group],
+                            )?;
+                            if n == 0 {
+                                return Err(not_found(format!("entitlement of group {group} to connection group {}", current.name)));
+                            }
+                        }
+                        ConnectionGroupChange::Publish(published) => {
+                            tx.execute("UPDATE connection_groups SET published = ?2 WHERE id = ?1", params![gid, published])?;
+                        }
                     }
                 }
                 tx.execute(
@@ -697,30 +809,45 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn create_user(&self, name: &str) -> Result<()> {
-        let name = name.to_owned();
+    async fn create_user(&self, name: &str, groups: &[String]) -> Result<Added<Vec<String>>> {
+        let (name, groups) = (name.to_owned(), schema::group_set(groups));
         self.db
             .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO users (name, created_at) VALUES (?1, ?2)",
-                    params![name, Utc::now()],
-                )
-                .map_err(|e| conflict_as(e, format!("user {name} already exists")))?;
-                bump(tx)
+                let user = Principal::User(name.clone());
+                match require_principal(tx, &user) {
+                    Ok(()) => {
+                        schema::same_groups("user", &name, &direct_groups(tx, &user)?, &groups)?;
+                        return Ok(Added {
+                            value: groups,
+                            created: false,
+                        });
+                    }
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                insert_principal_in_groups(tx, &user, None, &groups)?;
+                Ok(Added {
+                    value: groups,
+                    created: true,
+                })
             })
             .await
     }
 
-    async fn create_machine(&self, name: &str, credential_hash: &str) -> Result<()> {
-        let (name, hash) = (name.to_owned(), credential_hash.to_owned());
+    async fn create_machine(
+        &self,
+        name: &str,
+        credential_hash: &str,
+        groups: &[String],
+    ) -> Result<()> {
+        let (name, hash, groups) = (
+            name.to_owned(),
+            credential_hash.to_owned(),
+            schema::group_set(groups),
+        );
         self.db
             .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO machines (name, credential_hash, created_at) VALUES (?1, ?2, ?3)",
-                    params![name, hash, Utc::now()],
-                )
-                .map_err(|e| conflict_as(e, format!("machine {name} already exists")))?;
-                bump(tx)
+                insert_principal_in_groups(tx, &Principal::Machine(name), Some(&hash), &groups)
             })
             .await
     }
@@ -970,9 +1097,21 @@ impl ManagementStore for SqliteManagement {
         let name = name.to_owned();
         self.db
             .write(move |tx| {
-                if tx.execute("DELETE FROM administrators WHERE name = ?1", [&name])? == 0 {
+                // An immediate transaction: concurrent removals count one after the other.
+                let (exists, total): (bool, i64) = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM administrators WHERE name = ?1), COUNT(*) FROM administrators",
+                    [&name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                if !exists {
                     return Err(not_found(format!("administrator {name}")));
                 }
+                if total == 1 {
+                    return Err(StoreError::Conflict(
+                        "the last administrator cannot be removed".into(),
+                    ));
+                }
+                tx.execute("DELETE FROM administrators WHERE name = ?1", [&name])?;
                 Ok(())
             })
             .await
@@ -1218,5 +1357,46 @@ impl ReportingStore for SqliteReporting {
                     .collect()
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLITE_FULL ("database or disk is full") is `StoreError::Full` naming the
+    /// file, and the failed change leaves nothing behind.
+    #[tokio::test]
+    async fn a_full_database_says_so_and_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("management.db");
+        let store = SqliteManagement::open(path.to_str().unwrap())
+            .await
+            .unwrap();
+        // Cap the file at the pages it has: a change that needs another page is SQLITE_FULL.
+        store
+            .db
+            .run(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                c.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let big = "g".repeat(200_000);
+        match store.create_group(&big).await {
+            Err(StoreError::Full(m)) => {
+                assert!(m.contains(path.to_str().unwrap()), "{m}");
+                assert!(m.contains("full"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            store
+                .list_principals(&Principal::Group(String::new()))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -147,15 +147,15 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         db.create_group("staff").await,
         Err(StoreError::Conflict(_))
     ));
-    db.create_user("alice").await.unwrap();
-    db.create_user("bob").await.unwrap();
+    assert!(db.create_user("alice", &[]).await.unwrap().created);
+    assert!(db.create_user("bob", &[]).await.unwrap().created);
+    assert!(
+        !db.create_user("alice", &[]).await.unwrap().created,
+        "the same user again is a retry, not a conflict"
+    );
+    db.create_machine("pc1", "hash-pc1", &[]).await.unwrap();
     assert!(matches!(
-        db.create_user("alice").await,
-        Err(StoreError::Conflict(_))
-    ));
-    db.create_machine("pc1", "hash-pc1").await.unwrap();
-    assert!(matches!(
-        db.create_machine("pc1", "hash-other").await,
+        db.create_machine("pc1", "hash-other", &[]).await,
         Err(StoreError::Conflict(_))
     ));
     db.add_member("engineering", &Principal::User("alice".into()))
@@ -309,11 +309,11 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     let with_editor = db
         .update_connection_group(
             cg.id,
-            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
                 package_id: pkg,
                 version_id: Some(v2.version_id),
                 optional: false,
-            }),
+            })],
         )
         .await
         .unwrap();
@@ -324,11 +324,11 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     let with_viewer = db
         .update_connection_group(
             cg.id,
-            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
                 package_id: other_pkg,
                 version_id: None,
                 optional: true,
-            }),
+            })],
         )
         .await
         .unwrap();
@@ -344,10 +344,10 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     let moved = db
         .update_connection_group(
             cg.id,
-            ConnectionGroupChange::MoveMember {
+            vec![ConnectionGroupChange::MoveMember {
                 package_id: other_pkg,
                 position: 0,
-            },
+            }],
         )
         .await
         .unwrap();
@@ -362,11 +362,11 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     assert!(matches!(
         db.update_connection_group(
             cg.id,
-            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
                 package_id: pkg,
                 version_id: Some(Uuid::from_u128(3)),
                 optional: false
-            })
+            })]
         )
         .await,
         Err(StoreError::Invalid(_))
@@ -374,31 +374,34 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     assert!(matches!(
         db.update_connection_group(
             cg.id,
-            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
                 package_id: Uuid::from_u128(77),
                 version_id: None,
                 optional: false
-            })
+            })]
         )
         .await,
         Err(StoreError::NotFound(_))
     ));
-    db.update_connection_group(cg.id, ConnectionGroupChange::Grant("staff".into()))
+    db.update_connection_group(cg.id, vec![ConnectionGroupChange::Grant("staff".into())])
         .await
         .unwrap();
     assert!(matches!(
-        db.update_connection_group(cg.id, ConnectionGroupChange::Grant("ghosts".into()))
+        db.update_connection_group(cg.id, vec![ConnectionGroupChange::Grant("ghosts".into())])
             .await,
         Err(StoreError::NotFound(_))
     ));
-    db.update_connection_group(cg.id, ConnectionGroupChange::Priority(1))
+    db.update_connection_group(cg.id, vec![ConnectionGroupChange::Priority(1)])
         .await
         .unwrap();
-    db.update_connection_group(cg.id, ConnectionGroupChange::Rename("Office Suite".into()))
-        .await
-        .unwrap();
+    db.update_connection_group(
+        cg.id,
+        vec![ConnectionGroupChange::Rename("Office Suite".into())],
+    )
+    .await
+    .unwrap();
     let published_cg = db
-        .update_connection_group(cg.id, ConnectionGroupChange::Publish(true))
+        .update_connection_group(cg.id, vec![ConnectionGroupChange::Publish(true)])
         .await
         .unwrap();
     assert_eq!(published_cg.name, "Office Suite");
@@ -421,15 +424,15 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         db.remove_package_version(v2.version_id).await,
         Err(StoreError::Conflict(_))
     ));
-    db.update_connection_group(cg.id, ConnectionGroupChange::RemoveMember(pkg))
+    db.update_connection_group(cg.id, vec![ConnectionGroupChange::RemoveMember(pkg)])
         .await
         .unwrap();
     assert!(matches!(
-        db.update_connection_group(cg.id, ConnectionGroupChange::RemoveMember(pkg))
+        db.update_connection_group(cg.id, vec![ConnectionGroupChange::RemoveMember(pkg)])
             .await,
         Err(StoreError::NotFound(_))
     ));
-    db.update_connection_group(cg.id, ConnectionGroupChange::Revoke("staff".into()))
+    db.update_connection_group(cg.id, vec![ConnectionGroupChange::Revoke("staff".into())])
         .await
         .unwrap();
     db.delete_connection_group(second.id).await.unwrap();
@@ -543,6 +546,10 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         [("robot", false), ("root", true)]
     );
     db.remove_administrator("robot").await.unwrap();
+    match db.remove_administrator("root").await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("last administrator"), "{m}"),
+        other => panic!("the last administrator was removed: {other:?}"),
+    }
     assert_eq!(
         db.administrator_by_token("token-hash").await.unwrap(),
         None,
@@ -555,7 +562,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
 
     // Hostile input is data, never SQL.
     let evil = "x'); DROP TABLE users; --";
-    db.create_user(evil).await.unwrap();
+    db.create_user(evil, &[]).await.unwrap();
     assert!(
         db.list_principals(&Principal::User(String::new()))
             .await
@@ -718,6 +725,226 @@ async fn reporting_suite(db: Arc<dyn ReportingStore>) {
     assert_eq!(caches[1].packages[0].percent_cached, Some(10));
 }
 
+/// Every multi-row change commits whole or not at all, and the changes a client
+/// naturally retries are idempotent. Run on a database of its own.
+async fn transactions_suite(db: Arc<dyn ManagementStore>) {
+    let users = || async {
+        db.list_principals(&Principal::User(String::new()))
+            .await
+            .unwrap()
+    };
+    let teams: Vec<String> = (0..40).map(|i| format!("team{i:02}")).collect();
+    for t in &teams {
+        db.create_group(t).await.unwrap();
+    }
+
+    // A user with groups, one of them missing: nothing at all, and the message names it.
+    let mut with_ghost = teams.clone();
+    with_ghost.insert(20, "ghosts".into());
+    match db.create_user("carol", &with_ghost).await {
+        Err(StoreError::NotFound(m)) => assert!(m.contains("group ghosts"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!users().await.contains(&"carol".to_owned()));
+    for t in &teams {
+        assert!(db.members(t).await.unwrap().is_empty(), "{t} got a member");
+    }
+    // Whole: the user and every membership.
+    let created = db.create_user("carol", &teams).await.unwrap();
+    assert!(created.created);
+    assert_eq!(created.value, teams);
+    assert_eq!(
+        db.groups_of(&Principal::User("carol".into()))
+            .await
+            .unwrap(),
+        teams
+    );
+    // A retry (groups in another order, one twice) is not a conflict and changes nothing.
+    let seq = db.change_sequence().await.unwrap();
+    let mut retry: Vec<String> = teams.iter().rev().cloned().collect();
+    retry.push(teams[0].clone());
+    let again = db.create_user("carol", &retry).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.value, teams);
+    assert_eq!(db.change_sequence().await.unwrap(), seq);
+    // Other groups: a conflict that names the difference.
+    let mut other = teams[1..].to_vec();
+    other.push("team99".into());
+    db.create_group("team99").await.unwrap();
+    match db.create_user("carol", &other).await {
+        Err(StoreError::Conflict(m)) => {
+            assert!(
+                m.contains("not in team99") && m.contains("also in team00"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A machine: the same, and a second creation is a conflict (its credential was issued once).
+    match db
+        .create_machine("pc9", "hash-pc9", &["team00".into(), "nope".into()])
+        .await
+    {
+        Err(StoreError::NotFound(m)) => assert!(m.contains("group nope"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db.machine_by_credential("hash-pc9").await.unwrap(), None);
+    assert!(
+        db.list_principals(&Principal::Machine(String::new()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.create_machine("pc9", "hash-pc9", &["team00".into(), "team01".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.groups_of(&Principal::Machine("pc9".into()))
+            .await
+            .unwrap(),
+        ["team00", "team01"]
+    );
+    assert!(matches!(
+        db.create_machine("pc9", "hash-again", &["team00".into(), "team01".into()])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Several changes to a connection group: all with one new version, or none.
+    let pkg = Uuid::from_u128(0xCCCC);
+    let v1 = version(pkg, 11, "Tool");
+    db.add_package_version(v1.clone()).await.unwrap();
+    let cg = db.create_connection_group("Tools", 4).await.unwrap();
+    let member = |package_id| {
+        ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            package_id,
+            version_id: None,
+            optional: false,
+        })
+    };
+    assert!(matches!(
+        db.update_connection_group(
+            cg.id,
+            vec![
+                ConnectionGroupChange::Rename("Renamed".into()),
+                member(Uuid::from_u128(0xDEAD)),
+            ],
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(db.connection_group(cg.id).await.unwrap(), cg);
+    let changed = db
+        .update_connection_group(
+            cg.id,
+            vec![
+                ConnectionGroupChange::Rename("Renamed".into()),
+                ConnectionGroupChange::Priority(2),
+                member(pkg),
+                ConnectionGroupChange::MoveMember {
+                    package_id: pkg,
+                    position: 0,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((changed.name.as_str(), changed.priority), ("Renamed", 2));
+    assert_eq!(changed.members.len(), 1);
+    assert_ne!(changed.version_id, cg.version_id);
+    assert_eq!(
+        db.update_connection_group(cg.id, Vec::new()).await.unwrap(),
+        changed,
+        "no changes, no new version"
+    );
+
+    // Upgrade with transfer: the new version and what it inherits in one transaction.
+    db.grant(v1.version_id, "team00", Some("<UserConfiguration/>".into()))
+        .await
+        .unwrap();
+    db.set_deployment_config(v1.version_id, Some("<DeploymentConfiguration/>".into()))
+        .await
+        .unwrap();
+    let all = Transfer {
+        entitlements: true,
+        deployment_config: true,
+    };
+    let v2 = version(pkg, 12, "Tool");
+    // From a version of another package: refused, and the new version is not recorded.
+    let stranger = version(Uuid::from_u128(0xEEEE), 13, "Other");
+    db.add_package_version(stranger.clone()).await.unwrap();
+    assert!(matches!(
+        db.upgrade_package_version(v2.clone(), stranger.version_id, all)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        db.upgrade_package_version(v2.clone(), Uuid::from_u128(404), all)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        db.package_version(v2.version_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let upgraded = db
+        .upgrade_package_version(v2.clone(), v1.version_id, all)
+        .await
+        .unwrap();
+    assert!(upgraded.created);
+    assert_eq!(
+        db.entitlements(v2.version_id).await.unwrap(),
+        db.entitlements(v1.version_id).await.unwrap()
+    );
+    assert_eq!(
+        db.deployment_config(v2.version_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("<DeploymentConfiguration/>")
+    );
+    // A retry completes rather than fails: the version exists, the transfer applies again.
+    db.revoke(v2.version_id, "team00").await.unwrap();
+    let retried = db
+        .upgrade_package_version(v2.clone(), v1.version_id, all)
+        .await
+        .unwrap();
+    assert!(!retried.created);
+    assert_eq!(retried.value, upgraded.value);
+    assert_eq!(db.entitlements(v2.version_id).await.unwrap().len(), 1);
+    // Without a transfer, only the version.
+    let v3 = version(pkg, 14, "Tool");
+    db.upgrade_package_version(v3.clone(), v2.version_id, Transfer::default())
+        .await
+        .unwrap();
+    assert!(db.entitlements(v3.version_id).await.unwrap().is_empty());
+
+    // The last administrator stays, also when the last two are removed at once.
+    db.add_administrator("first", None).await.unwrap();
+    for round in 0..5 {
+        let current = db.list_administrators().await.unwrap()[0].name.clone();
+        let fresh = format!("admin{round}");
+        db.add_administrator(&fresh, None).await.unwrap();
+        let (r1, r2) = tokio::join!(
+            db.remove_administrator(&current),
+            db.remove_administrator(&fresh)
+        );
+        assert_eq!(
+            db.list_administrators().await.unwrap().len(),
+            1,
+            "round {round}: {r1:?} {r2:?}"
+        );
+        assert!(
+            matches!(
+                (&r1, &r2),
+                (Ok(()), Err(StoreError::Conflict(_))) | (Err(StoreError::Conflict(_)), Ok(()))
+            ),
+            "round {round}: {r1:?} {r2:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sqlite_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -725,6 +952,8 @@ async fn sqlite_conforms() {
     let r = format!("sqlite:{}", dir.path().join("reporting.db").display());
     management_suite(avail_store::open_management(&m).await.unwrap()).await;
     reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
+    let t = format!("sqlite:{}", dir.path().join("transactions.db").display());
+    transactions_suite(avail_store::open_management(&t).await.unwrap()).await;
     // Reopening finds the data and the schema in place.
     let again = avail_store::open_management(&m).await.unwrap();
     assert_eq!(
@@ -778,6 +1007,12 @@ async fn postgres_conforms() {
     );
     management_suite(avail_store::open_management(&m).await.unwrap()).await;
     reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
+    pg.create_database("avail_transactions").unwrap();
+    let t = pg.url("avail_transactions");
+    avail_store::install(&t, DatabaseKind::Management)
+        .await
+        .unwrap();
+    transactions_suite(avail_store::open_management(&t).await.unwrap()).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Test-only helpers shared by the integration tests of the Avail crates.
 //!
-//! The main piece is [`Postgres`]: a real, throwaway PostgreSQL server in a
+//! [`AvailNode`] runs the real `avail server` on free ports of 127.0.0.1.
+//! The other main piece is [`Postgres`]: a real, throwaway PostgreSQL server in a
 //! temporary directory on a free port of 127.0.0.1, started with the server
 //! binaries of the machine (`/usr/lib/postgresql/*/bin`). It can also be set up
 //! as a synchronous primary with a hot standby, so failover tests can kill the
@@ -20,7 +21,9 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod node;
 mod postgres;
 mod process;
 
+pub use node::{AvailNode, free_port, http_status};
 pub use postgres::{Postgres, bin_dir};

@@ -1,0 +1,237 @@
+//! A real `avail server` process for integration tests: [`AvailNode`].
+//!
+//! The node runs in a temporary directory of its own (data directory and log
+//! file), on free ports of 127.0.0.1, and is killed and removed when dropped.
+//! [`AvailNode::start`] returns once the management role answers `/readyz` with
+//! 200 and the bootstrap administrator's token is on disk. Readiness is probed
+//! with a plain HTTP/1.0 request over a `TcpStream`, so the fixture needs no
+//! HTTP client or async runtime. The HA harness of later work reuses it.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// A running `avail server` with the management and content roles.
+pub struct AvailNode {
+    child: Child,
+    bin: PathBuf,
+    /// `http://127.0.0.1:PORT` of the management role.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the content role.
+    pub content_url: String,
+    /// The bootstrap administrator's API token.
+    pub token: String,
+    /// The node's data directory (`<data>/content` is the content store).
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind 127.0.0.1:0")
+}
+
+/// The status code of `GET path` on `addr` (`host:port`), or `None` when the
+/// server does not answer within two seconds.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// `bin server` on `data`, logging (appending) to `dir/server.log`.
+fn spawn(
+    bin: &Path,
+    data: &Path,
+    dir: &Path,
+    management_port: u16,
+    content_port: u16,
+    env: &[(String, String)],
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))?;
+    Command::new(bin)
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .env(
+            "AVAIL_MANAGEMENT_LISTEN",
+            format!("127.0.0.1:{management_port}"),
+        )
+        .env("AVAIL_CONTENT_LISTEN", format!("127.0.0.1:{content_port}"))
+        .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
+        .env_remove("AVAIL_TOKEN")
+        .env_remove("AVAIL_SERVER")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))
+}
+
+impl AvailNode {
+    /// Start `bin server` (management and content roles) with `database_url` as
+    /// its Management DB (`None`: the embedded SQLite file) and extra
+    /// environment variables.
+    pub fn start(
+        bin: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AvailNode> {
+        let dir = tempfile::tempdir()?;
+        let (m, c) = (free_port(), free_port());
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if let Some(url) = database_url {
+            env.push(("AVAIL_MANAGEMENT_DATABASE_URL".into(), url.to_owned()));
+        }
+        let data = dir.path().join("data");
+        let child = spawn(bin, &data, dir.path(), m, c, &env)?;
+        let mut node = AvailNode {
+            child,
+            bin: bin.to_owned(),
+            url: format!("http://127.0.0.1:{m}"),
+            content_url: format!("http://127.0.0.1:{c}"),
+            token: String::new(),
+            data,
+            env,
+            dir,
+        };
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    /// Kill the process with SIGKILL (no shutdown at all) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same data directory, ports and settings
+    /// (after [`AvailNode::kill`] or an exit), and wait until it is ready.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let port = |url: &str| -> u16 {
+            url.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        };
+        self.child = spawn(
+            &self.bin,
+            &self.data,
+            self.dir.path(),
+            port(&self.url),
+            port(&self.content_url),
+            &self.env,
+        )?;
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let addr = self.addr().to_owned();
+        loop {
+            let token = std::fs::read_to_string(self.data.join("admin-token")).unwrap_or_default();
+            if !token.trim().is_empty() && http_status(&addr, "/readyz") == Some(200) {
+                self.token = token.trim().to_owned();
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("avail server exited with {status}: {}", self.log());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("avail server did not start in 30 s: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `host:port` of the management role.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// `host:port` of the content role.
+    pub fn content_addr(&self) -> &str {
+        self.content_url.trim_start_matches("http://")
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's process.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// `avail admin ARGS…` against this node, as its bootstrap administrator.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("admin")
+            .args(args)
+            .env("AVAIL_SERVER", &self.url)
+            .env("AVAIL_TOKEN", &self.token)
+            .output()
+            .expect("cannot run avail admin")
+    }
+
+    /// `avail admin ARGS…`, which must succeed; its standard output.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let o = self.admin(args);
+        assert!(
+            o.status.success(),
+            "avail admin {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Every regular file in the content store.
+    pub fn content_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path(), out),
+                    Ok(t) if t.is_file() => out.push(e.path()),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data.join("content"), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for AvailNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
