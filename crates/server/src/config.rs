@@ -80,6 +80,8 @@ pub struct Config {
     pub management: ManagementConfig,
     /// The content role.
     pub content: ContentConfig,
+    /// Connection limits and timeouts, the same for every role's listener.
+    pub http: HttpConfig,
     /// Listeners of roles still to come, kept so that configs written for them parse.
     pub publishing: ListenConfig,
     /// See `publishing`.
@@ -96,8 +98,15 @@ pub struct ManagementConfig {
     pub database_url: Option<String>,
     /// Largest package upload, in bytes.
     pub max_upload_bytes: u64,
-    /// Most requests handled at once; more wait.
+    /// Most requests (other than uploads) handled at once; more wait up to
+    /// five seconds for a turn, then get `503`.
     pub max_concurrent_requests: usize,
+    /// Most package uploads received and verified at once, counted apart from
+    /// other requests so that slow uploads cannot starve them.
+    pub max_concurrent_uploads: usize,
+    /// Failed password sign-ins allowed per minute, per source address and per
+    /// administrator name; beyond it, `429` without checking the password.
+    pub password_failures_per_minute: u32,
     /// Timeout for requests other than uploads, in seconds.
     pub request_timeout_secs: u64,
 }
@@ -113,6 +122,22 @@ pub struct ContentConfig {
     /// Require a machine credential (Bearer) to read packages, instead of serving
     /// them openly as App-V's content share does.
     pub require_machine_credential: bool,
+}
+
+/// `[http]`: what every role's listener allows its clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection or from the request's first byte.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit between requests, and a
+    /// response may wait for the client to read it.
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may go without sending any data before it is cut off.
+    pub body_progress_timeout_secs: u64,
+    /// Open connections per role; more are answered `503` and closed at once.
+    pub max_connections: usize,
 }
 
 /// A role's listener only.
@@ -144,6 +169,7 @@ impl Default for Config {
             roles: Vec::new(),
             management: ManagementConfig::default(),
             content: ContentConfig::default(),
+            http: HttpConfig::default(),
             publishing: ListenConfig { listen: addr(8081) },
             reporting: ReportingConfig::default(),
         }
@@ -157,7 +183,20 @@ impl Default for ManagementConfig {
             database_url: None,
             max_upload_bytes: 64 << 30,
             max_concurrent_requests: 256,
+            max_concurrent_uploads: 32,
+            password_failures_per_minute: 5,
             request_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_progress_timeout_secs: 30,
+            max_connections: 4096,
         }
     }
 }
@@ -286,6 +325,65 @@ impl Config {
         if let Some(v) = env("AVAIL_MAX_UPLOAD_BYTES") {
             self.management.max_upload_bytes = parse("AVAIL_MAX_UPLOAD_BYTES", v)?;
         }
+        if let Some(v) = env("AVAIL_MAX_CONCURRENT_REQUESTS") {
+            self.management.max_concurrent_requests = parse("AVAIL_MAX_CONCURRENT_REQUESTS", v)?;
+        }
+        if let Some(v) = env("AVAIL_MAX_CONCURRENT_UPLOADS") {
+            self.management.max_concurrent_uploads = parse("AVAIL_MAX_CONCURRENT_UPLOADS", v)?;
+        }
+        if let Some(v) = env("AVAIL_PASSWORD_FAILURES_PER_MINUTE") {
+            self.management.password_failures_per_minute =
+                parse("AVAIL_PASSWORD_FAILURES_PER_MINUTE", v)?;
+        }
+        if let Some(v) = env("AVAIL_HEADER_READ_TIMEOUT_SECS") {
+            self.http.header_read_timeout_secs = parse("AVAIL_HEADER_READ_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = env("AVAIL_IDLE_TIMEOUT_SECS") {
+            self.http.idle_timeout_secs = parse("AVAIL_IDLE_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = env("AVAIL_BODY_PROGRESS_TIMEOUT_SECS") {
+            self.http.body_progress_timeout_secs = parse("AVAIL_BODY_PROGRESS_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = env("AVAIL_MAX_CONNECTIONS") {
+            self.http.max_connections = parse("AVAIL_MAX_CONNECTIONS", v)?;
+        }
+        Ok(())
+    }
+
+    /// Limits that would make a role unusable, named.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least_one = [
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
+            (
+                "http.body_progress_timeout_secs",
+                self.http.body_progress_timeout_secs,
+            ),
+            ("http.max_connections", self.http.max_connections as u64),
+            (
+                "management.max_concurrent_requests",
+                self.management.max_concurrent_requests as u64,
+            ),
+            (
+                "management.max_concurrent_uploads",
+                self.management.max_concurrent_uploads as u64,
+            ),
+            (
+                "management.password_failures_per_minute",
+                u64::from(self.management.password_failures_per_minute),
+            ),
+        ];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        // Semaphores count in u32 steps; a million connections per role is
+        // far beyond what one process can hold open anyway.
+        if self.http.max_connections > 1 << 20 {
+            return Err("http.max_connections must be at most 1048576".into());
+        }
         Ok(())
     }
 
@@ -356,7 +454,82 @@ mod tests {
             c.management.max_upload_bytes,
             ManagementConfig::default().max_upload_bytes
         );
+        // The file spells out every default.
+        let (m, d) = (&c.management, ManagementConfig::default());
+        assert_eq!(
+            (
+                m.max_concurrent_requests,
+                m.max_concurrent_uploads,
+                m.password_failures_per_minute,
+                m.request_timeout_secs
+            ),
+            (
+                d.max_concurrent_requests,
+                d.max_concurrent_uploads,
+                d.password_failures_per_minute,
+                d.request_timeout_secs
+            )
+        );
+        let (h, d) = (&c.http, HttpConfig::default());
+        assert_eq!(
+            (
+                h.header_read_timeout_secs,
+                h.idle_timeout_secs,
+                h.body_progress_timeout_secs,
+                h.max_connections
+            ),
+            (
+                d.header_read_timeout_secs,
+                d.idle_timeout_secs,
+                d.body_progress_timeout_secs,
+                d.max_connections
+            )
+        );
+        assert_eq!(c.check(), Ok(()));
         assert_eq!(c.roles().unwrap(), Role::AVAILABLE);
+    }
+
+    #[test]
+    fn connection_limits_from_file_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("avail.toml");
+        std::fs::write(
+            &file,
+            "[http]\nheader_read_timeout_secs = 3\nmax_connections = 100\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "AVAIL_IDLE_TIMEOUT_SECS" => Some("7".to_owned()),
+            "AVAIL_BODY_PROGRESS_TIMEOUT_SECS" => Some("2".to_owned()),
+            "AVAIL_MAX_CONNECTIONS" => Some("50".to_owned()),
+            "AVAIL_MAX_CONCURRENT_REQUESTS" => Some("8".to_owned()),
+            "AVAIL_MAX_CONCURRENT_UPLOADS" => Some("2".to_owned()),
+            "AVAIL_PASSWORD_FAILURES_PER_MINUTE" => Some("3".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.http.header_read_timeout_secs, 3);
+        assert_eq!(c.http.idle_timeout_secs, 7);
+        assert_eq!(c.http.body_progress_timeout_secs, 2);
+        assert_eq!(c.http.max_connections, 50);
+        assert_eq!(c.management.max_concurrent_requests, 8);
+        assert_eq!(c.management.max_concurrent_uploads, 2);
+        assert_eq!(c.management.password_failures_per_minute, 3);
+        assert_eq!(c.check(), Ok(()));
+
+        let mut zero = c.clone();
+        zero.http.header_read_timeout_secs = 0;
+        assert!(
+            zero.check()
+                .unwrap_err()
+                .contains("header_read_timeout_secs")
+        );
+        let mut zero = c.clone();
+        zero.management.max_concurrent_uploads = 0;
+        assert!(zero.check().unwrap_err().contains("max_concurrent_uploads"));
+        let mut huge = c;
+        huge.http.max_connections = 1 << 21;
+        assert!(huge.check().unwrap_err().contains("max_connections"));
     }
 
     #[test]

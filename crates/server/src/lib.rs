@@ -4,18 +4,30 @@
 //! with byte ranges; publishing and reporting come with their own work) has its
 //! own listener, because MS-VAPR puts both the publishing and the reporting
 //! resource at `/`. Every role answers `/healthz` (alive), `/readyz` (able to
-//! serve) and `/metrics` (Prometheus). Roles keep no state of their own beyond
+//! serve) and `/metrics` (Prometheus), outside any request limit so that they
+//! answer however busy the role is. Roles keep no state of their own beyond
 //! the databases and the content store, so any number of nodes can stand behind
 //! a load balancer. [`run`] starts the chosen roles and stops them all on one
 //! shutdown signal.
+//!
+//! Hardening shared by every role: each listener (`listener`) caps its
+//! connections and gives every connection header, idle and body-progress
+//! deadlines; errors axum makes itself are JSON like all others (`rejection`);
+//! metric labels and log fields stay bounded whatever clients send. The
+//! management role also limits requests in flight, with uploads counted apart
+//! so that slow uploads cannot starve the rest of the API, and bounds password
+//! checks (`auth`). `/readyz` answers `503` with the reason while a role is at
+//! its connection cap or out of request slots.
 
 pub mod api;
 mod auth;
 pub mod config;
 pub mod content;
 mod error;
+mod listener;
 mod management;
 mod metrics;
+mod rejection;
 
 use std::future::Future;
 use std::path::Path;
@@ -25,10 +37,12 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::get;
 use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, Role};
 pub use error::ErrorBody;
@@ -39,12 +53,16 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The administrator created on first start.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 
+/// How long a management request waits for a free slot before it gets `503`.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// Open what the roles need, bind every listener, and serve until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let roles = config.roles().map_err(anyhow::Error::msg)?;
+    config.check().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -56,9 +74,11 @@ pub async fn run(
         .with_context(|| format!("cannot create the content store {}", content_root.display()))?;
 
     let metrics = metrics::Metrics::new();
+    let timeouts = listener::Timeouts::from(&config.http);
     let mut servers = Vec::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     for role in roles {
+        let connections = listener::Slots::new(config.http.max_connections);
         let (listen, router) = match role {
             Role::Management => {
                 let url = config.management_database_url();
@@ -71,12 +91,26 @@ pub async fn run(
                     content_root: content_root.clone(),
                     max_upload_bytes: config.management.max_upload_bytes,
                 };
-                let ready = Readiness::Management(store);
-                let router = management::router(state).layer(
-                    tower::limit::GlobalConcurrencyLimitLayer::new(
-                        config.management.max_concurrent_requests,
-                    ),
+                // Settle what a killed import left behind before any role serves.
+                management::recover(&state).await?;
+                let requests = RequestSlots::new(
+                    config.management.max_concurrent_requests,
+                    config.management.max_concurrent_uploads,
                 );
+                let ready = Readiness {
+                    check: ReadyCheck::Management(store),
+                    connections: connections.clone(),
+                    requests: Some(requests.clone()),
+                };
+                let router = management::router(state)
+                    .layer(axum::middleware::from_fn_with_state(
+                        requests,
+                        limit_requests,
+                    ))
+                    .layer(axum::Extension(
+                        auth::PasswordGuard::new(config.management.password_failures_per_minute)
+                            .context("cannot start the password-check threads")?,
+                    ));
                 (
                     config.management.listen,
                     with_common(
@@ -89,7 +123,11 @@ pub async fn run(
                 )
             }
             Role::Content => {
-                let ready = Readiness::Content(content_root.clone());
+                let ready = Readiness {
+                    check: ReadyCheck::Content(content_root.clone()),
+                    connections: connections.clone(),
+                    requests: None,
+                };
                 let mut router = content::router(content_root.clone());
                 if config.content.require_machine_credential {
                     let url = config.management_database_url();
@@ -108,17 +146,25 @@ pub async fn run(
                 anyhow::bail!("the {role} role is not part of this version of Avail yet")
             }
         };
-        let listener = std::net::TcpListener::bind(listen)
+        let std_listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen} for the {role} role"))?;
-        listener.set_nonblocking(true)?;
-        tracing::info!(%role, address = %listener.local_addr()?, "listening");
-        let mut stop = stop_rx.clone();
+        std_listener.set_nonblocking(true)?;
+        tracing::info!(%role, address = %std_listener.local_addr()?, max_connections = connections.max(), "listening");
+        let (stop, connection_metrics) = (stop.clone(), metrics.connections(role));
         let serve = async move {
-            axum::serve(TcpListener::from_std(listener)?, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+            // Registered with the reactor of the runtime that first polls this.
+            let std_listener = TcpListener::from_std(std_listener)?;
+            listener::serve(
+                std_listener,
+                router,
+                role,
+                timeouts,
+                connections,
+                connection_metrics,
+                stop,
+            )
+            .await;
+            Ok::<(), std::io::Error>(())
         };
         servers.push(if role == Role::Content {
             on_own_runtime(serve.boxed())?
@@ -129,7 +175,7 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight");
-        let _ = stop_tx.send(true);
+        stop.cancel();
     });
     for server in servers {
         server
@@ -138,6 +184,57 @@ pub async fn run(
             .context("a listener failed")?;
     }
     Ok(())
+}
+
+/// The management role's request slots: one pool for package uploads, which
+/// last as long as the client takes to send, and one for everything else.
+#[derive(Clone)]
+struct RequestSlots {
+    requests: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
+}
+
+impl RequestSlots {
+    fn new(requests: usize, uploads: usize) -> Self {
+        RequestSlots {
+            requests: Arc::new(Semaphore::new(requests)),
+            uploads: Arc::new(Semaphore::new(uploads)),
+        }
+    }
+}
+
+/// Package uploads: the requests whose bodies stream for as long as they need.
+fn is_upload(req: &axum::extract::Request) -> bool {
+    req.method() == axum::http::Method::POST
+        && (req.uri().path() == "/api/v1/packages" || req.uri().path().ends_with("/upgrade"))
+}
+
+/// Middleware: a request runs once it has a slot of its pool; after waiting
+/// `SLOT_WAIT` for one it gets `503` with `Retry-After`.
+async fn limit_requests(
+    State(slots): State<RequestSlots>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (pool, what) = if is_upload(&req) {
+        (&slots.uploads, "uploads")
+    } else {
+        (&slots.requests, "requests")
+    };
+    match tokio::time::timeout(SLOT_WAIT, pool.clone().acquire_owned()).await {
+        Ok(Ok(_slot)) => next.run(req).await,
+        _ => {
+            let mut response = rejection::json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("too many {what} at once; try again shortly"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 /// Run a role on a runtime of its own: the content role reads files on its
@@ -213,7 +310,15 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 
 /// What `/readyz` checks for a role.
 #[derive(Clone)]
-enum Readiness {
+struct Readiness {
+    check: ReadyCheck,
+    connections: listener::Slots,
+    requests: Option<RequestSlots>,
+}
+
+/// The role's own dependency.
+#[derive(Clone)]
+enum ReadyCheck {
     Management(Arc<dyn avail_store::ManagementStore>),
     Content(std::path::PathBuf),
 }
@@ -225,12 +330,27 @@ async fn healthz() -> axum::Json<api::Health> {
 }
 
 async fn readyz(State(ready): State<Readiness>) -> (StatusCode, axum::Json<api::Health>) {
-    let problem = match ready {
-        Readiness::Management(store) => store.change_sequence().await.err().map(|e| {
+    let busy = if ready.connections.full() {
+        Some(format!(
+            "the connection limit ({}) is reached",
+            ready.connections.max()
+        ))
+    } else if ready
+        .requests
+        .as_ref()
+        .is_some_and(|r| r.requests.available_permits() == 0)
+    {
+        Some("every request slot is in use".to_owned())
+    } else {
+        None
+    };
+    let problem = match (busy, ready.check) {
+        (Some(busy), _) => Some(busy),
+        (None, ReadyCheck::Management(store)) => store.change_sequence().await.err().map(|e| {
             tracing::warn!("not ready: {e}");
             "the Management DB is unreachable".to_owned()
         }),
-        Readiness::Content(root) => {
+        (None, ReadyCheck::Content(root)) => {
             (!root.is_dir()).then(|| "the content store is missing".to_owned())
         }
     };
@@ -248,7 +368,21 @@ async fn readyz(State(ready): State<Readiness>) -> (StatusCode, axum::Json<api::
     }
 }
 
-/// Health, readiness, metrics, request tracing and timeouts, the same for every role.
+/// At most `max` bytes of `s`, cut at a character boundary, marked when cut:
+/// for log fields taken from the request.
+fn bounded(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
+/// Health, readiness, metrics, JSON errors, request tracing and timeouts, the
+/// same for every role.
 fn with_common(
     router: Router,
     role: Role,
@@ -256,42 +390,51 @@ fn with_common(
     metrics: &metrics::Metrics,
     timeout_secs: u64,
 ) -> Router {
-    let mut router = router
+    let router = router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz).with_state(ready))
         .route("/metrics", get(metrics::render).with_state(metrics.clone()));
+    let mut router = rejection::fallbacks(router);
     if timeout_secs > 0 {
         // Uploads stream for as long as they need; everything else has a deadline.
         router = router.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                let upload = req.method() == axum::http::Method::POST
-                    && (req.uri().path() == "/api/v1/packages"
-                        || req.uri().path().ends_with("/upgrade"));
-                if upload {
+                if is_upload(&req) {
                     return next.run(req).await;
                 }
                 match tokio::time::timeout(Duration::from_secs(timeout_secs), next.run(req)).await {
                     Ok(response) => response,
-                    Err(_) => axum::response::IntoResponse::into_response((
+                    Err(_) => rejection::json_error(
                         StatusCode::GATEWAY_TIMEOUT,
-                        axum::Json(ErrorBody {
-                            error: "timeout".into(),
-                            message: "the request took too long".into(),
-                        }),
-                    )),
+                        "timeout",
+                        "the request took too long",
+                    ),
                 }
             },
         ));
     }
     router
+        .layer(axum::middleware::from_fn(rejection::json_errors))
         .layer(axum::middleware::from_fn_with_state((metrics.clone(), role), metrics::track))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(move |req: &axum::http::Request<_>| {
+                // Clients choose paths and methods: keep what reaches the logs short.
                 let route = req
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
-                    .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-                tracing::info_span!("request", role = role.name(), method = %req.method(), route, admin = tracing::field::Empty)
+                    .map_or_else(|| bounded(req.uri().path(), 128), |p| p.as_str().into());
+                let method = bounded(req.method().as_str(), 16);
+                tracing::info_span!("request", role = role.name(), %method, %route, admin = tracing::field::Empty)
+            })
+            // 500s are logged with their cause where they arise; a flood of 503s
+            // (shed, busy) must not flood the log.
+            .on_failure(|class: tower_http::classify::ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                match class {
+                    tower_http::classify::ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+                        tracing::debug!(?latency, "unavailable")
+                    }
+                    class => tracing::warn!(?latency, "request failed: {class}"),
+                }
             }),
         )
 }
@@ -304,7 +447,7 @@ async fn require_machine(
 ) -> axum::response::Response {
     let token = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|t| auth::hash_secret(t.trim()));
