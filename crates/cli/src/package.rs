@@ -1,13 +1,14 @@
-//! `avail package …`: pack a directory tree into an .appv package, inspect, verify
-//! and extract packages.
+//! `avail package …`: pack a directory tree into an .appv package (or into a new
+//! version of one, `--update-of`), inspect, verify and extract packages.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use avail_format::manifest::Application;
-use avail_format::{ExtractOptions, PackOptions, Package, VerifyReport};
+use avail_format::manifest::{self, Application};
+use avail_format::streammap::FeatureFile;
+use avail_format::{ExtractOptions, FormatError, PackOptions, Package, names};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -16,8 +17,9 @@ use crate::progress::Bar;
 #[derive(Subcommand)]
 pub enum PackageCommand {
     /// Pack a directory tree into a package. The tree's paths become absolute
-    /// paths on the client: DIR/opt/foo/bin/foo is /opt/foo/bin/foo.
-    Pack(PackArgs),
+    /// paths on the client: DIR/opt/foo/bin/foo is /opt/foo/bin/foo. With
+    /// --update-of OLD.appv, the package is a new version of OLD.
+    Pack(Box<PackArgs>),
     /// Show a package's identity, applications and contents (reads only its directory and metadata).
     Inspect {
         /// The package (.appv, .appx or .msix).
@@ -31,7 +33,9 @@ pub enum PackageCommand {
     Verify {
         /// The package (.appv, .appx or .msix).
         file: PathBuf,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text: {"valid": true, "files", "blocks", …}, or
+        /// {"valid": false, "error"} with the first failure (exit 3). A file that
+        /// cannot be read prints no JSON (exit 1).
         #[arg(long)]
         json: bool,
     },
@@ -84,29 +88,37 @@ pub struct PackArgs {
     /// The package file to write (replaced atomically).
     #[arg(short, long)]
     output: PathBuf,
+    /// Make a new version of the package OLD: its PackageId, name and publisher, its
+    /// applications unless --app is given, its feature blocks unless --fb0 or --fb1 is
+    /// given, a fresh VersionId, and its version with the last number bumped unless
+    /// --version is given. OLD is verified first.
+    #[arg(long, value_name = "OLD", conflicts_with_all = ["name", "package_id"])]
+    update_of: Option<PathBuf>,
     /// Display name (defaults to the directory's name).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_name)]
     name: Option<String>,
-    /// Package version: one to four dotted numbers.
-    #[arg(long, default_value = "1.0.0.0")]
-    version: String,
-    /// Publisher in the package identity.
-    #[arg(long, default_value = "CN=Avail")]
-    publisher: String,
-    /// PackageId (GUID) to use; a fresh one by default. Reuse it for a new version of the same package.
+    /// Package version: one to four dotted numbers, each at most 65535 [default: 1.0.0.0, or
+    /// OLD's bumped with --update-of].
+    #[arg(long, value_parser = parse_version)]
+    version: Option<String>,
+    /// Publisher in the package identity [default: CN=Avail, or OLD's with --update-of].
+    #[arg(long)]
+    publisher: Option<String>,
+    /// PackageId (GUID) to use; a fresh one by default. For a new version of a package, use --update-of.
     #[arg(long)]
     package_id: Option<uuid::Uuid>,
     /// VersionId (GUID) to use; a fresh one by default.
     #[arg(long)]
     version_id: Option<uuid::Uuid>,
-    /// An application: ID=PATH[:ARGS], PATH absolute as on the client (repeatable).
+    /// An application: ID=PATH[:ARGS], PATH absolute as on the client (repeatable)
+    /// [default: none, or OLD's applications with --update-of].
     #[arg(long = "app", value_name = "ID=PATH[:ARGS]", value_parser = parse_app)]
     apps: Vec<Application>,
     /// A file or directory for the publishing feature block (FB0), besides desktop entries and icons (repeatable).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_package_path)]
     fb0: Vec<String>,
     /// A file or directory for the primary feature block (FB1): what a first launch needs (repeatable).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_package_path)]
     fb1: Vec<String>,
     /// Compression level 0–9 (0 stores everything).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
@@ -117,6 +129,24 @@ pub struct PackArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    manifest::identity_name(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_version(s: &str) -> Result<String, String> {
+    manifest::normalize_version(s).map_err(|e| e.to_string())
+}
+
+fn parse_package_path(s: &str) -> Result<String, String> {
+    Some(s)
+        .filter(|s| s.starts_with('/'))
+        .and_then(|s| names::from_linux_path(s).ok())
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not an absolute path as on the client, like /opt/foo/bin"))
 }
 
 fn parse_app(s: &str) -> Result<Application, String> {
@@ -141,7 +171,7 @@ fn parse_app(s: &str) -> Result<Application, String> {
 
 pub fn run(cmd: PackageCommand) -> Result<ExitCode> {
     match cmd {
-        PackageCommand::Pack(args) => pack(args),
+        PackageCommand::Pack(args) => pack(*args),
         PackageCommand::Inspect { file, json } => inspect(&file, json),
         PackageCommand::Verify { file, json } => verify(&file, json),
         PackageCommand::Extract {
@@ -174,25 +204,55 @@ pub fn run(cmd: PackageCommand) -> Result<ExitCode> {
     }
 }
 
-fn open(file: &PathBuf) -> Result<Package<File>> {
+fn open(file: &Path) -> Result<Package<File>> {
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     Package::open(f).with_context(|| format!("{} is not a valid package", file.display()))
 }
 
+/// A command line that cannot be run as given: say why, exit 2.
+fn usage(message: String) -> Result<ExitCode> {
+    eprintln!("error: {message}");
+    Ok(ExitCode::from(EXIT_USAGE))
+}
+
+/// Open `file` and verify every block of it; errors carry the file's name.
+fn open_verified(file: &Path) -> Result<(Package<File>, avail_format::VerifyReport)> {
+    let package = open(file)?;
+    let bar = Bar::new("verify");
+    let result = package.verify(&bar);
+    bar.finish();
+    let report = result.with_context(|| format!("{} failed verification", file.display()))?;
+    Ok((package, report))
+}
+
+/// The paths of an old version's feature block that the new tree still has; a
+/// warning for each it lacks, which is left out.
+fn inherit_feature_block(tree: &Path, files: &[FeatureFile], flag: &str) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| names::linux_path(&f.name))
+        .filter(|path| {
+            let there = tree
+                .join(path.trim_start_matches('/'))
+                .symlink_metadata()
+                .is_ok();
+            if !there {
+                eprintln!(
+                    "warning: {path} is in the old version's {flag} feature block but not in \
+                     the tree; it is left out"
+                );
+            }
+            there
+        })
+        .collect()
+}
+
 fn pack(args: PackArgs) -> Result<ExitCode> {
-    let name = match args.name {
-        Some(n) => n,
-        None => args
-            .dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "package".into()),
-    };
-    let options = PackOptions {
-        name,
-        version: args.version,
-        publisher: args.publisher,
+    let mut options = PackOptions {
+        name: String::new(),
+        identity_name: None,
+        version: args.version.clone().unwrap_or_else(|| "1.0.0.0".into()),
+        publisher: args.publisher.clone().unwrap_or_else(|| "CN=Avail".into()),
         package_id: args.package_id,
         version_id: args.version_id,
         applications: args.apps,
@@ -201,6 +261,71 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         level: args.level,
         force_zip64: args.zip64,
     };
+    // An update is what an App-V sequencer's "update package" makes: it opens the
+    // old package and keeps its identity and settings, and gets a new VersionId.
+    let old = match &args.update_of {
+        Some(file) => {
+            let (package, _) = open_verified(file)?;
+            let m = package.manifest().clone();
+            let Some(package_id) = m.package_id else {
+                return usage(format!(
+                    "--update-of {}: the package has no appv:PackageId (an AppX/MSIX package, \
+                     not an App-V one), so it has no versions to continue; pack it without \
+                     --update-of",
+                    file.display()
+                ));
+            };
+            if args.version_id.is_some() && args.version_id == m.version_id {
+                return usage(format!(
+                    "--version-id is the VersionId of {}: a new version needs a new one",
+                    file.display()
+                ));
+            }
+            if args.version.is_none() {
+                match manifest::next_version(&m.version) {
+                    Some(next) => options.version = next,
+                    None => {
+                        return usage(format!(
+                            "--update-of {}: its version {:?} is not dotted numbers that can be \
+                             bumped (App-V versions are four numbers, each at most 65535); give \
+                             the new one with --version",
+                            file.display(),
+                            m.version
+                        ));
+                    }
+                }
+            }
+            options.package_id = Some(package_id);
+            options.name = m.display_name.clone().unwrap_or_else(|| m.name.clone());
+            options.identity_name = Some(m.name.clone());
+            if args.publisher.is_none() && !m.publisher.is_empty() {
+                options.publisher = m.publisher.clone();
+            }
+            if options.applications.is_empty() {
+                options.applications = m.applications.clone();
+            }
+            if options.publishing.is_empty()
+                && options.primary.is_empty()
+                && let Some(streams) = package.stream_map()
+            {
+                options.publishing = inherit_feature_block(&args.dir, &streams.publishing, "--fb0");
+                options.primary = inherit_feature_block(&args.dir, &streams.primary, "--fb1");
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    if old.is_none() {
+        options.name = match args.name {
+            Some(n) => n,
+            None => args
+                .dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "package".into()),
+        };
+    }
     let bar = Bar::new("pack");
     let result = avail_format::pack(&args.dir, &args.output, &options, &bar);
     bar.finish();
@@ -218,6 +343,11 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
                 "version_id": m.version_id,
                 "name": m.display_name,
                 "version": m.version,
+                "update_of": old.as_ref().map(|o| serde_json::json!({
+                    "file": args.update_of,
+                    "version_id": o.version_id,
+                    "version": o.version,
+                })),
                 "files": summary.files,
                 "blocks": summary.blocks,
                 "bytes": summary.bytes,
@@ -226,7 +356,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "packed {} ({} files, {} blocks, {} bytes → {} bytes)\n  PackageId {}\n  VersionId {}",
+            "packed {} ({} files, {} blocks, {} bytes → {} bytes)\n  PackageId {}\n  VersionId {}\n  Version   {}",
             args.output.display(),
             summary.files,
             summary.blocks,
@@ -234,7 +364,16 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
             summary.package_size,
             m.package_id.map(|u| u.to_string()).unwrap_or_default(),
             m.version_id.map(|u| u.to_string()).unwrap_or_default(),
+            m.version,
         );
+        if let Some(o) = &old {
+            println!(
+                "  a new version of {} (version {}, VersionId {})",
+                o.display_name.as_deref().unwrap_or(&o.name),
+                o.version,
+                o.version_id.map(|u| u.to_string()).unwrap_or_default(),
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,7 +406,7 @@ struct AppOutput<'a> {
     arguments: Option<&'a str>,
 }
 
-fn inspect(file: &PathBuf, json: bool) -> Result<ExitCode> {
+fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
     let package = open(file)?;
     let m = package.manifest();
     let count = |deflated: bool| -> usize {
@@ -351,27 +490,19 @@ fn inspect(file: &PathBuf, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(file: &PathBuf, json: bool) -> Result<ExitCode> {
-    let package = open(file)?;
-    let bar = Bar::new("verify");
-    let result = package.verify(&bar);
-    bar.finish();
-    let report: VerifyReport =
-        result.with_context(|| format!("{} failed verification", file.display()))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "valid": true,
-                "files": report.files,
-                "blocks": report.blocks,
-                "stored_blocks": report.stored_blocks,
-                "deflated_blocks": report.deflated_blocks,
-                "bytes": report.bytes,
-                "signature": signature_status(&package),
-            })
-        );
-    } else {
+/// Whether a format error says something of the package (invalid, corrupt or
+/// hostile: exit 3) rather than of reading it (I/O: exit 1).
+fn is_refusal(err: &anyhow::Error) -> bool {
+    !matches!(
+        err.downcast_ref::<FormatError>(),
+        None | Some(FormatError::Io { .. }) | Some(FormatError::Invalid(_))
+    )
+}
+
+fn verify(file: &Path, json: bool) -> Result<ExitCode> {
+    let result = open_verified(file);
+    if !json {
+        let (package, report) = result?;
         println!(
             "OK: {} files, {} blocks ({} stored, {} deflated), {} bytes verified",
             report.files, report.blocks, report.stored_blocks, report.deflated_blocks, report.bytes
@@ -379,6 +510,34 @@ fn verify(file: &PathBuf, json: bool) -> Result<ExitCode> {
         if package.signature().is_some() {
             println!("Signature: present, not verified (Avail does not check package signatures)");
         }
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    // A package that could not be read says nothing of its validity: no answer.
+    if let Err(err) = &result
+        && !is_refusal(err)
+    {
+        return result.map(|_| ExitCode::SUCCESS);
+    }
+    let mut out = serde_json::json!({
+        "valid": result.is_ok(),
+        "file": file,
+    });
+    match &result {
+        Ok((package, report)) => {
+            out["files"] = report.files.into();
+            out["blocks"] = report.blocks.into();
+            out["stored_blocks"] = report.stored_blocks.into();
+            out["deflated_blocks"] = report.deflated_blocks.into();
+            out["bytes"] = report.bytes.into();
+            out["signature"] = signature_status(package).into();
+        }
+        // The first failure; the JSON is the whole answer, so it is not repeated on stderr.
+        Err(err) => out["error"] = format!("{err:#}").into(),
+    }
+    println!("{out}");
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_INVALID)
+    })
 }

@@ -1,5 +1,6 @@
 //! `avail package …` end to end with the real binary: pack, inspect, verify,
-//! extract (and the modes it applies), exit codes, signatures reported, and what
+//! extract (and the modes it applies), new versions of a package (`--update-of`),
+//! exit codes and the JSON answers scripts read, signatures reported, and what
 //! other tools (unzip, Python's zipfile + zlib) make of the packages Avail writes.
 
 use std::fs;
@@ -262,7 +263,7 @@ fn pack_refuses_bad_arguments_clearly() {
         "--version",
         "1.2.3.4.5",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("version"), "{}", text(&o.stderr));
     let o = avail(&[
         "package",
@@ -495,4 +496,309 @@ fn extract_clears_setuid_bits_and_keeps_directories_enterable() {
         mode(&tree.join("opt/x/read-only/sub"), 0o755);
         mode(&tree.join("opt/x/read-only"), 0o755);
     }
+}
+
+/// `avail package inspect FILE --json`, parsed.
+fn inspect_json(file: &Path) -> serde_json::Value {
+    let o = avail(&["package", "inspect", file.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn update_of_makes_a_new_version_of_the_same_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    app_tree(&src);
+    let v1 = tmp.path().join("v1.appv");
+    pack(
+        &src,
+        &v1,
+        &[
+            "--name",
+            "Demo Editor",
+            "--version",
+            "1.2",
+            "--publisher",
+            "CN=Contoso",
+            "--app",
+            "demo=/opt/demo/bin/demo:--verbose",
+            "--fb1",
+            "/opt/demo/bin",
+            "--fb1",
+            "/opt/demo/lib",
+        ],
+    );
+    fs::write(src.join("opt/demo/bin/demo"), "version 2\n").unwrap();
+    fs::remove_file(src.join("opt/demo/lib/libdemo.so.1")).unwrap();
+    let v2 = tmp.path().join("v2.appv");
+    let o = avail(&[
+        "package",
+        "pack",
+        src.to_str().unwrap(),
+        "-o",
+        v2.to_str().unwrap(),
+        "--update-of",
+        v1.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(
+            "warning: /opt/demo/lib/libdemo.so.1 is in the old version's --fb1 feature block"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let (old, new) = (inspect_json(&v1), inspect_json(&v2));
+    for same in [
+        "package_id",
+        "name",
+        "display_name",
+        "publisher",
+        "applications",
+    ] {
+        assert_eq!(old[same], new[same], "{same}");
+    }
+    assert_eq!(new["name"], "Demo-Editor");
+    assert_ne!(old["version_id"], new["version_id"]);
+    assert_eq!(old["version"], "1.2.0.0");
+    assert_eq!(new["version"], "1.2.0.1");
+    assert_eq!(new["applications"][0]["arguments"], "--verbose");
+    assert_eq!(
+        new["primary_feature_block"],
+        serde_json::json!(["Root\\opt\\demo\\bin\\demo"]),
+        "kept, less what the tree no longer has"
+    );
+    assert_eq!(
+        new["publishing_feature_block"],
+        old["publishing_feature_block"]
+    );
+
+    // Given applications and version replace the old ones; the text answer says what it continues.
+    let v3 = tmp.path().join("v3.appv");
+    let o = avail(&[
+        "package",
+        "pack",
+        src.to_str().unwrap(),
+        "-o",
+        v3.to_str().unwrap(),
+        "--update-of",
+        v2.to_str().unwrap(),
+        "--version",
+        "2.0",
+        "--app",
+        "other=/opt/demo/bin/demo",
+        "--fb0",
+        "/opt/demo/bin",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("a new version of Demo Editor (version 1.2.0.1"),
+        "{}",
+        text(&o.stdout)
+    );
+    let v = inspect_json(&v3);
+    assert_eq!(v["package_id"], old["package_id"]);
+    assert_eq!(v["version"], "2.0.0.0");
+    assert_eq!(v["applications"].as_array().unwrap().len(), 1);
+    assert_eq!(v["applications"][0]["id"], "other");
+    assert_eq!(
+        v["primary_feature_block"],
+        serde_json::json!([]),
+        "given anew"
+    );
+    assert_eq!(
+        v["publishing_feature_block"].as_array().unwrap().len(),
+        3,
+        "the binary, desktop entry and icon"
+    );
+}
+
+#[test]
+fn update_of_refuses_what_it_cannot_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    app_tree(&src);
+    let v1 = tmp.path().join("v1.appv");
+    pack(&src, &v1, &["--version", "1.0.0.65535"]);
+    let out = tmp.path().join("out.appv");
+    let pack_update = |old: &str, extra: &[&str]| {
+        let mut args = vec![
+            "package",
+            "pack",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--update-of",
+            old,
+        ];
+        args.extend_from_slice(extra);
+        avail(&args)
+    };
+
+    // The identity comes from OLD: giving it as well is a malformed command line.
+    for extra in [
+        &["--name", "Other"][..],
+        &["--package-id", "1a2ad958-75d0-440b-9e6b-1d5e119713ee"][..],
+    ] {
+        let o = pack_update(v1.to_str().unwrap(), extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("--update-of"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    // A version that cannot be bumped needs --version.
+    let o = pack_update(v1.to_str().unwrap(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("\"1.0.0.65535\"") && text(&o.stderr).contains("--version"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = pack_update(v1.to_str().unwrap(), &["--version", "1.1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(inspect_json(&out)["version"], "1.1.0.0");
+    fs::remove_file(&out).unwrap();
+
+    // An AppX package has no PackageId to continue.
+    let o = pack_update(&fixture("TestAppxPackage_x64.appx"), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no appv:PackageId"),
+        "{}",
+        text(&o.stderr)
+    );
+    // OLD is verified first: a corrupt one is refused as `verify` refuses it.
+    let mut bytes = fs::read(&v1).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"PK\x03\x04").unwrap() + 30 + 2000;
+    bytes[at] ^= 0xFF;
+    let bad = tmp.path().join("bad.appv");
+    fs::write(&bad, &bytes).unwrap();
+    let o = pack_update(bad.to_str().unwrap(), &["--version", "2"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("block 0"), "{}", text(&o.stderr));
+    let o = pack_update("/nonexistent.appv", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(!out.exists(), "nothing written on failure");
+}
+
+#[test]
+fn verify_json_answers_whether_the_package_is_valid() {
+    let o = avail(&[
+        "package",
+        "verify",
+        "--json",
+        &fixture("TestAppxPackage_x64.appx"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["blocks"], 14);
+    assert!(v.get("error").is_none(), "{v}");
+
+    for (name, words) in [
+        ("Empty.appx", "end-of-central-directory"),
+        (
+            "Duplicate_file_in_blockmap.appx",
+            "lists \"index.html\" twice",
+        ),
+    ] {
+        let o = avail(&["package", "verify", "--json", &fixture(name)]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["valid"], false, "{name}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(words), "{name}: {v}");
+        assert!(v["file"].as_str().unwrap().ends_with(name), "{v}");
+        assert!(o.stderr.is_empty(), "said once: {}", text(&o.stderr));
+    }
+
+    // A corrupted block: the first failure names file and block.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    app_tree(&src);
+    let out = tmp.path().join("demo.appv");
+    pack(&src, &out, &[]);
+    let mut bytes = fs::read(&out).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"PK\x03\x04").unwrap() + 30 + 2000;
+    bytes[at] ^= 0xFF;
+    fs::write(&out, &bytes).unwrap();
+    let o = avail(&["package", "verify", "--json", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("Root\\opt\\demo\\bin\\demo: block 0"),
+        "{v}"
+    );
+
+    // A file that cannot be read says nothing of validity: exit 1, no JSON.
+    let o = avail(&["package", "verify", "--json", "/nonexistent.appv"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert!(text(&o.stderr).contains("cannot open /nonexistent.appv"));
+}
+
+#[test]
+fn malformed_arguments_exit_2_and_failing_work_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    app_tree(&src);
+    let out = tmp.path().join("x.appv");
+    let pack_with = |extra: &[&str]| {
+        let mut args = vec![
+            "package",
+            "pack",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        avail(&args)
+    };
+    for (extra, words) in [
+        (&["--package-id", "not-a-guid"][..], "--package-id"),
+        (&["--version-id", "1234"][..], "--version-id"),
+        (&["--level", "10"][..], "--level"),
+        (&["--level", "fast"][..], "--level"),
+        (&["--version", "1.x"][..], "--version"),
+        (&["--version", "70000"][..], "at most 65535"),
+        (&["--name", "!!!"][..], "no letters or digits"),
+        (&["--fb1", "opt/demo/bin"][..], "absolute path"),
+        (&["--app", "demo=bin/demo"][..], "absolute PATH"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let o = pack_with(extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(words),
+            "{extra:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    assert!(!out.exists());
+    // Well-formed values the work cannot use: exit 1.
+    let o = pack_with(&["--fb1", "/opt/not/there"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let o = avail(&[
+        "package",
+        "pack",
+        "/nonexistent-tree",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    for cmd in ["inspect", "verify"] {
+        let o = avail(&["package", cmd, "/nonexistent.appv"]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", text(&o.stderr));
+        let o = avail(&["package", cmd]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o.stderr));
+    }
+    let o = avail(&["package", "extract", "/nonexistent.appv"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }

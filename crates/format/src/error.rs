@@ -9,7 +9,6 @@ use std::io;
 
 /// Why a package could not be read, verified or written.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum FormatError {
     /// The source could not be read (or the output could not be written).
     #[error("I/O error{}: {source}", context_suffix(.context))]

@@ -173,6 +173,29 @@ impl Manifest {
     }
 }
 
+/// The identity name Avail writes for a display name: the name reduced to
+/// `[A-Za-z0-9.-]` (anything else becomes `-`), at most 50 characters.
+/// Refused when nothing but dashes is left.
+pub fn identity_name(display_name: &str) -> Result<String> {
+    let identity: String = display_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(50)
+        .collect();
+    if identity.trim_matches('-').is_empty() {
+        return Err(FormatError::Invalid(format!(
+            "package name {display_name:?} has no letters or digits"
+        )));
+    }
+    Ok(identity)
+}
+
 /// Normalise a version of one to four dotted numbers (each ≤ 65535) to the four
 /// parts AppX identities use: `2.1` → `2.1.0.0`.
 pub fn normalize_version(v: &str) -> Result<String> {
@@ -192,6 +215,17 @@ pub fn normalize_version(v: &str) -> Result<String> {
         .collect();
     parts.resize(4, "0".into());
     Ok(parts.join("."))
+}
+
+/// The version of the next version of a package: the last of its four numbers
+/// plus one (`1.2.0.0` → `1.2.0.1`, `2.1` → `2.1.0.1`), as an App-V sequencer
+/// bumps an updated package. `None` when `v` is not one to four dotted numbers,
+/// or its last number is already 65535: the caller must be given a version.
+pub fn next_version(v: &str) -> Option<String> {
+    let normal = normalize_version(v).ok()?;
+    let (head, last) = normal.rsplit_once('.')?;
+    let last = last.parse::<u16>().ok()?.checked_add(1)?;
+    Some(format!("{head}.{last}"))
 }
 
 #[cfg(test)]
@@ -243,5 +277,15 @@ mod tests {
         assert!(normalize_version("1.2.3.4.5").is_err());
         assert!(normalize_version("1.x").is_err());
         assert!(normalize_version("70000").is_err());
+    }
+
+    #[test]
+    fn next_versions_bump_the_last_number() {
+        assert_eq!(next_version("1.2.0.0").as_deref(), Some("1.2.0.1"));
+        assert_eq!(next_version("2.1").as_deref(), Some("2.1.0.1"));
+        assert_eq!(next_version("1.0.0.9").as_deref(), Some("1.0.0.10"));
+        assert_eq!(next_version("1.0.0.65535"), None);
+        assert_eq!(next_version("1.0-beta"), None);
+        assert_eq!(next_version(""), None);
     }
 }

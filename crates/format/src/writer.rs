@@ -39,8 +39,12 @@ const S_IFREG: u32 = 0o100_000;
 /// What to put in the manifest and stream map, and how to compress.
 #[derive(Debug, Clone)]
 pub struct PackOptions {
-    /// Display name; also the identity name, reduced to the characters AppX allows.
+    /// Display name; also the identity name, reduced to the characters AppX allows,
+    /// unless `identity_name` is given.
     pub name: String,
+    /// Identity name to write as it is: a new version of a package keeps the old
+    /// version's (see [`Manifest::name`]). Derived from `name` when `None`.
+    pub identity_name: Option<String>,
     /// Version, one to four dotted numbers.
     pub version: String,
     /// Identity publisher.
@@ -66,6 +70,7 @@ impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
             name: "package".into(),
+            identity_name: None,
             version: "1.0.0.0".into(),
             publisher: "CN=Avail".into(),
             package_id: None,
@@ -268,24 +273,13 @@ fn build_manifest(
     meta: &FilesystemMetadata,
     warnings: &mut Vec<String>,
 ) -> Result<Manifest> {
-    let identity: String = options
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(50)
-        .collect();
-    if identity.trim_matches('-').is_empty() {
-        return Err(FormatError::Invalid(format!(
-            "package name {:?} has no letters or digits",
-            options.name
-        )));
-    }
+    let identity = match &options.identity_name {
+        Some(given) if given.trim().is_empty() => {
+            return Err(FormatError::Invalid("the identity name is empty".into()));
+        }
+        Some(given) => given.clone(),
+        None => manifest::identity_name(&options.name)?,
+    };
     let mut seen = BTreeSet::new();
     for app in &options.applications {
         if app.id.is_empty() || !seen.insert(app.id.as_str()) {

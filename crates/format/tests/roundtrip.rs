@@ -267,6 +267,23 @@ fn manifest_stream_map_and_metadata_are_written() {
     let app = package.file_index("Root\\opt\\app\\bin\\app").unwrap();
     assert!(package.files()[app].deflated);
 
+    assert_eq!(m.name, "Round-Trip", "derived from the display name");
+    let kept = PackOptions {
+        identity_name: Some("Contoso.RoundTrip_x".into()),
+        ..options(3)
+    };
+    pack(&src, &out, &kept, &NoProgress).unwrap();
+    let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(
+        package.manifest().name,
+        "Contoso.RoundTrip_x",
+        "kept as given"
+    );
+    assert_eq!(
+        package.manifest().display_name.as_deref(),
+        Some("Round Trip")
+    );
+
     let missing = PackOptions {
         primary: vec!["/opt/nope".into()],
         ..options(3)
