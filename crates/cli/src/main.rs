@@ -4,6 +4,7 @@
 
 mod admin;
 mod db;
+mod logging;
 mod package;
 mod progress;
 mod server;
@@ -49,13 +50,9 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AVAIL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(code) = logging::init(default_level) {
+        return code;
+    }
     let result = match cli.command {
         Command::Package(cmd) => package::run(cmd),
         Command::Db(cmd) => db::run(cmd),

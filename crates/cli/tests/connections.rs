@@ -4,7 +4,8 @@
 //! uploads behind or blocking the rest of the API, request slots and
 //! readiness, bounded metric labels and log fields, throttled password
 //! guessing beside fast Bearer requests, JSON bodies for the errors axum makes
-//! itself, and surviving `accept` failures (EMFILE).
+//! itself, surviving `accept` failures (EMFILE), and the listen file and
+//! request ids.
 //!
 //! Each test starts its own node with small limits through `AVAIL_*`
 //! variables, so that nothing waits long. Where a test waits for the server to
@@ -817,4 +818,23 @@ fn accept_failures_do_not_stop_the_server() {
             .contains("accepting connections again")
             .then_some(())
     });
+}
+
+#[test]
+fn the_node_listens_where_its_listen_file_says_and_echoes_request_ids() {
+    let node = start(&[]);
+    // Both roles on ports the server picked, named in <data>/listen.json.
+    let bound: Value =
+        serde_json::from_str(&std::fs::read_to_string(node.data.join("listen.json")).unwrap())
+            .unwrap();
+    assert_eq!(bound["management"], node.addr());
+    assert_eq!(bound["content"], node.content_addr());
+    for addr in [node.addr(), node.content_addr()] {
+        assert!(!addr.ends_with(":0"), "{addr}");
+        // A client's request id comes back; without one, the server makes one.
+        let reply = get(addr, "/healthz", &[("X-Request-Id", "trace-42")]);
+        assert_eq!(reply.header("x-request-id"), Some("trace-42"));
+        let reply = get(addr, "/healthz", &[]);
+        assert_eq!(reply.header("x-request-id").map(str::len), Some(36));
+    }
 }

@@ -17,6 +17,12 @@
 //! per source address and per administrator name, so after a handful of
 //! failures in a minute a caller gets `429` with `Retry-After` without argon2
 //! running at all. Bearer tokens never touch argon2 and stay fast throughout.
+//!
+//! The extractors ([`Admin`], [`Machine`]) work on any role whose state gives
+//! an [`Authenticator`] (`FromRef`): it answers through a [`CredentialLookup`]
+//! trait object, backed by the Management DB today ([`Authenticator::from_store`])
+//! and by the catalog a publishing node holds later, so that a role without a
+//! database authenticates from the data it has.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +45,97 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::management::AppState;
+
+/// Where the extractors look credentials up: the hashes of issued secrets
+/// ([`hash_secret`]) and administrators' password hashes. A source that has no
+/// such principals (a publishing node's catalog has no administrators) answers
+/// `None`.
+#[async_trait::async_trait]
+pub trait CredentialLookup: Send + Sync {
+    /// The administrator an API token hash belongs to.
+    async fn administrator_by_token(&self, token_hash: &str) -> Result<Option<String>, ApiError>;
+    /// The password hash of an administrator, if they exist and have one.
+    async fn administrator_password_hash(&self, name: &str) -> Result<Option<String>, ApiError>;
+    /// The machine a credential hash belongs to.
+    async fn machine_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<String>, ApiError>;
+    /// The publishing server a credential hash belongs to.
+    async fn publishing_server_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<String>, ApiError>;
+}
+
+/// The Management DB as a [`CredentialLookup`].
+struct StoreCredentials(Arc<dyn avail_store::ManagementStore>);
+
+#[async_trait::async_trait]
+impl CredentialLookup for StoreCredentials {
+    async fn administrator_by_token(&self, token_hash: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.0.administrator_by_token(token_hash).await?)
+    }
+
+    async fn administrator_password_hash(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.0.administrator_password_hash(name).await?)
+    }
+
+    async fn machine_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(self.0.machine_by_credential(credential_hash).await?)
+    }
+
+    async fn publishing_server_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .0
+            .publishing_server_by_credential(credential_hash)
+            .await?
+            .map(|server| server.name))
+    }
+}
+
+/// What the extractors authenticate with; a role's state provides it through
+/// `FromRef`. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator(Arc<dyn CredentialLookup>);
+
+impl Authenticator {
+    /// Credentials from `lookup`.
+    pub fn new(lookup: Arc<dyn CredentialLookup>) -> Self {
+        Authenticator(lookup)
+    }
+
+    /// Credentials from the Management DB.
+    pub fn from_store(store: Arc<dyn avail_store::ManagementStore>) -> Self {
+        Authenticator::new(Arc::new(StoreCredentials(store)))
+    }
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        Authenticator::from_store(state.store.clone())
+    }
+}
+
+/// The `Authorization` header split into its scheme and value.
+fn authorization(parts: &Parts, missing: &str) -> Result<(String, String), ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized(missing.to_owned()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, value) = header
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    Ok((scheme.to_owned(), value.trim().to_owned()))
+}
 
 /// A new secret with a readable prefix (`avail_adm_…`, `avail_mch_…`, `avail_pub_…`).
 pub fn new_secret(prefix: &str) -> String {
@@ -423,29 +520,22 @@ fn admin(name: &str) -> Admin {
     Admin
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+{
     type Rejection = Rejection;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "missing credentials: send `Authorization: Bearer <token>` or Basic".into(),
-                )
-            })?
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let (scheme, value) = header
-            .split_once(' ')
-            .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header".into()))?;
-        let store = &state.store;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (scheme, value) = authorization(
+            parts,
+            "missing credentials: send `Authorization: Bearer <token>` or Basic",
+        )?;
+        let value = value.as_str();
+        let Authenticator(store) = Authenticator::from_ref(state);
         if scheme.eq_ignore_ascii_case("bearer") {
-            let hash = hash_secret(value.trim());
+            let hash = hash_secret(value);
             if let Some(name) = store.administrator_by_token(&hash).await? {
                 return Ok(admin(&name));
             }
@@ -468,7 +558,7 @@ impl FromRequestParts<AppState> for Admin {
             Err(ApiError::Unauthorized("unknown or revoked token".into()).into())
         } else if scheme.eq_ignore_ascii_case("basic") {
             let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
+                .decode(value)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
@@ -516,6 +606,45 @@ impl FromRequestParts<AppState> for Admin {
             }
         } else {
             Err(ApiError::Unauthorized(format!("unsupported authorization scheme {scheme}")).into())
+        }
+    }
+}
+
+/// Proof that the caller is a machine: `Authorization: Bearer <machine
+/// credential>`. The machine's name goes into the request's log span.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The machine's name.
+    pub name: String,
+}
+
+impl<S> FromRequestParts<S> for Machine
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (scheme, value) = authorization(
+            parts,
+            "missing credentials: send `Authorization: Bearer <machine credential>`",
+        )?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Unauthorized(format!(
+                "unsupported authorization scheme {scheme}: machines send Bearer"
+            ))
+            .into());
+        }
+        let Authenticator(lookup) = Authenticator::from_ref(state);
+        match lookup.machine_by_credential(&hash_secret(&value)).await? {
+            Some(name) => {
+                tracing::Span::current().record("machine", name.as_str());
+                Ok(Machine { name })
+            }
+            None => {
+                Err(ApiError::Unauthorized("unknown or revoked machine credential".into()).into())
+            }
         }
     }
 }
@@ -668,5 +797,132 @@ mod tests {
         let response = rejection.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    /// Credentials held in memory, as a publishing node's catalog will hold them.
+    struct Fixed {
+        password_hash: String,
+    }
+
+    #[async_trait::async_trait]
+    impl CredentialLookup for Fixed {
+        async fn administrator_by_token(&self, hash: &str) -> Result<Option<String>, ApiError> {
+            Ok((hash == hash_secret("adm-token")).then(|| "alice".to_owned()))
+        }
+
+        async fn administrator_password_hash(
+            &self,
+            name: &str,
+        ) -> Result<Option<String>, ApiError> {
+            Ok((name == "alice").then(|| self.password_hash.clone()))
+        }
+
+        async fn machine_by_credential(&self, hash: &str) -> Result<Option<String>, ApiError> {
+            Ok((hash == hash_secret("pc1-credential")).then(|| "pc1".to_owned()))
+        }
+
+        async fn publishing_server_by_credential(
+            &self,
+            hash: &str,
+        ) -> Result<Option<String>, ApiError> {
+            Ok((hash == hash_secret("pub1-credential")).then(|| "pub1".to_owned()))
+        }
+    }
+
+    /// Status and error code of `GET path` with `authorization`, through the
+    /// extractors on a router whose state is only an [`Authenticator`].
+    async fn call(path: &str, authorization: Option<&str>) -> (StatusCode, String) {
+        use axum::routing::get;
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let lookup = Fixed {
+            password_hash: hash_password("right password").unwrap(),
+        };
+        let router = axum::Router::new()
+            .route("/admin", get(|_: Admin| async { "admin" }))
+            .route("/machine", get(|m: Machine| async move { m.name }))
+            .with_state(Authenticator::new(Arc::new(lookup)))
+            .layer(axum::Extension(PasswordGuard::new(5).unwrap()));
+        let mut request = axum::http::Request::get(path);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = router
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = if status.is_success() {
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        (status, text)
+    }
+
+    fn basic(user_password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_password)
+        )
+    }
+
+    #[tokio::test]
+    async fn extractors_authenticate_from_any_lookup() {
+        let unauthorized = (StatusCode::UNAUTHORIZED, "unauthorized".to_owned());
+        let forbidden = (StatusCode::FORBIDDEN, "forbidden".to_owned());
+        // Administrators: Bearer tokens and Basic passwords.
+        assert_eq!(call("/admin", None).await, unauthorized);
+        assert_eq!(call("/admin", Some("Bearer wrong")).await, unauthorized);
+        assert_eq!(call("/admin", Some("Bearer")).await, unauthorized);
+        assert_eq!(call("/admin", Some("Digest x")).await, unauthorized);
+        assert_eq!(
+            call("/admin", Some("Bearer adm-token")).await,
+            (StatusCode::OK, "admin".to_owned())
+        );
+        assert_eq!(
+            call("/admin", Some("bearer  adm-token ")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call("/admin", Some("Bearer pc1-credential")).await,
+            forbidden
+        );
+        assert_eq!(
+            call("/admin", Some("Bearer pub1-credential")).await,
+            forbidden
+        );
+        assert_eq!(
+            call("/admin", Some(&basic("alice:right password"))).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call("/admin", Some(&basic("alice:wrong password"))).await,
+            unauthorized
+        );
+        assert_eq!(
+            call("/admin", Some(&basic("bob:right password"))).await,
+            unauthorized
+        );
+        assert_eq!(call("/admin", Some(&basic("no colon"))).await, unauthorized);
+        assert_eq!(call("/admin", Some("Basic %%%")).await, unauthorized);
+        // Machines: Bearer machine credentials only.
+        assert_eq!(
+            call("/machine", Some("Bearer pc1-credential")).await,
+            (StatusCode::OK, "pc1".to_owned())
+        );
+        assert_eq!(call("/machine", None).await, unauthorized);
+        assert_eq!(
+            call("/machine", Some("Bearer adm-token")).await,
+            unauthorized
+        );
+        assert_eq!(
+            call("/machine", Some(&basic("alice:right password"))).await,
+            unauthorized
+        );
     }
 }

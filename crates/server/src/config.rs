@@ -2,6 +2,12 @@
 //! variables, then command-line flags (applied by the caller), so that
 //! `avail server` alone on a fresh machine gives a working system on SQLite and
 //! a content directory inside the data directory.
+//!
+//! Secrets (the database URLs, which may hold a password) can also come from a
+//! file: `AVAIL_X_FILE` names a file whose first line is the value of
+//! `AVAIL_X` (what container secrets and systemd credentials provide); setting
+//! both is an error. `Debug` of a configuration and every message show
+//! database URLs with the password replaced ([`redact`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,7 +95,7 @@ pub struct Config {
 }
 
 /// `[management]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ManagementConfig {
     /// Listen address.
@@ -109,6 +115,29 @@ pub struct ManagementConfig {
     pub password_failures_per_minute: u32,
     /// Timeout for requests other than uploads, in seconds.
     pub request_timeout_secs: u64,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ManagementConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_deref().map(redact))
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_concurrent_uploads", &self.max_concurrent_uploads)
+            .field(
+                "password_failures_per_minute",
+                &self.password_failures_per_minute,
+            )
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 /// `[content]`.
@@ -122,6 +151,10 @@ pub struct ContentConfig {
     /// Require a machine credential (Bearer) to read packages, instead of serving
     /// them openly as App-V's content share does.
     pub require_machine_credential: bool,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[http]`: what every role's listener allows its clients.
@@ -146,16 +179,86 @@ pub struct HttpConfig {
 pub struct ListenConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[reporting]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportingConfig {
     /// Listen address.
     pub listen: SocketAddr,
     /// Reporting DB URL; a SQLite file in the data directory when unset.
     pub database_url: Option<String>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ReportingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportingConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_deref().map(redact))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+/// A role's HTTPS certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The environment variables that hold secrets, each also readable from the
+/// file named by `<name>_FILE`.
+const SECRETS: [&str; 2] = [
+    "AVAIL_MANAGEMENT_DATABASE_URL",
+    "AVAIL_REPORTING_DATABASE_URL",
+];
+
+/// A database URL with its password, if any, replaced by `***`: in the
+/// user-info part (`postgres://user:secret@host/db`) and in a `password=`
+/// parameter.
+pub fn redact(url: &str) -> String {
+    let mut out = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    };
+    let mut from = 0;
+    while let Some(found) = out[from..].find("password=") {
+        let start = from + found + "password=".len();
+        let at_param = start == "password=".len()
+            || matches!(
+                out.as_bytes()[start - "password=".len() - 1],
+                b'?' | b'&' | b' '
+            );
+        let end = out[start..]
+            .find(['&', ' ', '#'])
+            .map_or(out.len(), |e| start + e);
+        if at_param {
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        } else {
+            from = start;
+        }
+    }
+    out
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -170,7 +273,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             content: ContentConfig::default(),
             http: HttpConfig::default(),
-            publishing: ListenConfig { listen: addr(8081) },
+            publishing: ListenConfig::default(),
             reporting: ReportingConfig::default(),
         }
     }
@@ -186,6 +289,8 @@ impl Default for ManagementConfig {
             max_concurrent_uploads: 32,
             password_failures_per_minute: 5,
             request_timeout_secs: 60,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -207,13 +312,19 @@ impl Default for ContentConfig {
             listen: addr(8083),
             root: None,
             require_machine_credential: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { listen: addr(8081) }
+        ListenConfig {
+            listen: addr(8081),
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -222,6 +333,8 @@ impl Default for ReportingConfig {
         ReportingConfig {
             listen: addr(8082),
             database_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -255,6 +368,50 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A secret is given both directly and as a file.
+    #[error("both {name} and {name}_FILE are set; set one of them")]
+    SecretTwice {
+        /// The variable.
+        name: &'static str,
+    },
+    /// The file named by `<name>_FILE` cannot be read or is empty.
+    #[error("cannot read {name} from {path} ({name}_FILE): {message}")]
+    SecretFile {
+        /// The variable.
+        name: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The secret `name` from the environment: `name` itself, or the first line of
+/// the file that `<name>_FILE` names.
+fn secret(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let file = env(&format!("{name}_FILE"));
+    match (env(name), file) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice { name }),
+        (Some(value), None) => Ok(Some(value)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let failed = |message: String| ConfigError::SecretFile {
+                name,
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| failed(e.to_string()))?;
+            let value = text.lines().next().unwrap_or("").trim();
+            if value.is_empty() {
+                return Err(failed("the file is empty".into()));
+            }
+            Ok(Some(value.to_owned()))
+        }
+    }
 }
 
 impl Config {
@@ -313,11 +470,46 @@ impl Config {
         if let Some(v) = env("AVAIL_CONTENT_LISTEN") {
             self.content.listen = parse("AVAIL_CONTENT_LISTEN", v)?;
         }
-        if let Some(v) = env("AVAIL_MANAGEMENT_DATABASE_URL") {
+        let [management_url, reporting_url] = SECRETS;
+        if let Some(v) = secret(&env, management_url)? {
             self.management.database_url = Some(v);
         }
-        if let Some(v) = env("AVAIL_REPORTING_DATABASE_URL") {
+        if let Some(v) = secret(&env, reporting_url)? {
             self.reporting.database_url = Some(v);
+        }
+        let tls = [
+            (
+                "AVAIL_MANAGEMENT_TLS_CERT",
+                "AVAIL_MANAGEMENT_TLS_KEY",
+                &mut self.management.tls_cert,
+                &mut self.management.tls_key,
+            ),
+            (
+                "AVAIL_PUBLISHING_TLS_CERT",
+                "AVAIL_PUBLISHING_TLS_KEY",
+                &mut self.publishing.tls_cert,
+                &mut self.publishing.tls_key,
+            ),
+            (
+                "AVAIL_REPORTING_TLS_CERT",
+                "AVAIL_REPORTING_TLS_KEY",
+                &mut self.reporting.tls_cert,
+                &mut self.reporting.tls_key,
+            ),
+            (
+                "AVAIL_CONTENT_TLS_CERT",
+                "AVAIL_CONTENT_TLS_KEY",
+                &mut self.content.tls_cert,
+                &mut self.content.tls_key,
+            ),
+        ];
+        for (cert_var, key_var, cert, key) in tls {
+            if let Some(v) = env(cert_var) {
+                *cert = Some(PathBuf::from(v));
+            }
+            if let Some(v) = env(key_var) {
+                *key = Some(PathBuf::from(v));
+            }
         }
         if let Some(v) = env("AVAIL_CONTENT_ROOT") {
             self.content.root = Some(PathBuf::from(v));
@@ -384,7 +576,50 @@ impl Config {
         if self.http.max_connections > 1 << 20 {
             return Err("http.max_connections must be at most 1048576".into());
         }
+        for role in [
+            Role::Management,
+            Role::Publishing,
+            Role::Reporting,
+            Role::Content,
+        ] {
+            let (cert, key) = self.tls_paths(role);
+            if cert.is_some() != key.is_some() {
+                return Err(format!(
+                    "{role}.tls_cert and {role}.tls_key must be set together"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn tls_paths(&self, role: Role) -> (&Option<PathBuf>, &Option<PathBuf>) {
+        match role {
+            Role::Management => (&self.management.tls_cert, &self.management.tls_key),
+            Role::Publishing => (&self.publishing.tls_cert, &self.publishing.tls_key),
+            Role::Reporting => (&self.reporting.tls_cert, &self.reporting.tls_key),
+            Role::Content => (&self.content.tls_cert, &self.content.tls_key),
+        }
+    }
+
+    /// The certificate and key a role serves HTTPS with, if it does.
+    pub fn tls(&self, role: Role) -> Option<TlsFiles> {
+        match self.tls_paths(role) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A role's listen address (port 0: any free port).
+    pub fn listen(&self, role: Role) -> SocketAddr {
+        match role {
+            Role::Management => self.management.listen,
+            Role::Publishing => self.publishing.listen,
+            Role::Reporting => self.reporting.listen,
+            Role::Content => self.content.listen,
+        }
     }
 
     /// The roles to run, checked.
@@ -554,5 +789,101 @@ mod tests {
             ..Config::default()
         };
         assert!(c.roles().unwrap_err().contains("not part of this version"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("url");
+        std::fs::write(
+            &secret,
+            "postgres://avail:s3cret@db1:5432,db2:5432/avail_management\nignored\n",
+        )
+        .unwrap();
+        let file = secret.to_str().unwrap().to_owned();
+        let env = |k: &str| (k == "AVAIL_MANAGEMENT_DATABASE_URL_FILE").then(|| file.clone());
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(
+            c.management_database_url(),
+            "postgres://avail:s3cret@db1:5432,db2:5432/avail_management"
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://avail:***@db1:5432"), "{shown}");
+
+        // Both ways at once, an empty file, a missing file: named errors.
+        let env = |k: &str| match k {
+            "AVAIL_REPORTING_DATABASE_URL" => Some("sqlite:r.db".to_owned()),
+            "AVAIL_REPORTING_DATABASE_URL_FILE" => Some(file.clone()),
+            _ => None,
+        };
+        let e = Config::load(None, env).unwrap_err();
+        assert!(matches!(
+            e,
+            ConfigError::SecretTwice {
+                name: "AVAIL_REPORTING_DATABASE_URL"
+            }
+        ));
+        std::fs::write(&secret, "\n").unwrap();
+        let env = |k: &str| (k == "AVAIL_REPORTING_DATABASE_URL_FILE").then(|| file.clone());
+        let e = Config::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains(&file), "{e}");
+        let env = |k: &str| {
+            (k == "AVAIL_MANAGEMENT_DATABASE_URL_FILE").then(|| "/nonexistent/url".to_owned())
+        };
+        let e = Config::load(None, env).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/url"), "{e}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        for (url, shown) in [
+            ("postgres://avail:pw@db/x", "postgres://avail:***@db/x"),
+            ("postgres://avail@db/x", "postgres://avail@db/x"),
+            (
+                "postgres://db/x?user=a&password=pw&sslmode=require",
+                "postgres://db/x?user=a&password=***&sslmode=require",
+            ),
+            ("host=db password=pw user=a", "host=db password=*** user=a"),
+            ("password=pw", "password=***"),
+            (
+                "sqlite:/srv/my_password=x.db",
+                "sqlite:/srv/my_password=x.db",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn tls_files_per_role() {
+        let env = |k: &str| match k {
+            "AVAIL_CONTENT_TLS_CERT" => Some("/etc/avail/cert.pem".to_owned()),
+            "AVAIL_CONTENT_TLS_KEY" => Some("/etc/avail/key.pem".to_owned()),
+            "AVAIL_MANAGEMENT_TLS_CERT" => Some("/etc/avail/cert.pem".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(
+            c.tls(Role::Content),
+            Some(TlsFiles {
+                cert: "/etc/avail/cert.pem".into(),
+                key: "/etc/avail/key.pem".into()
+            })
+        );
+        assert_eq!(c.tls(Role::Publishing), None);
+        // A certificate without its key is a mistake, not plain HTTP.
+        let e = c.check().unwrap_err();
+        assert!(e.contains("management.tls_key"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("avail.toml");
+        std::fs::write(
+            &file,
+            "[reporting]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), |_| None).unwrap();
+        assert_eq!(c.tls(Role::Reporting).unwrap().key, PathBuf::from("k.pem"));
+        assert_eq!(c.check(), Ok(()));
     }
 }

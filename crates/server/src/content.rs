@@ -223,31 +223,15 @@ fn safe_relative_path(raw: &str) -> Result<PathBuf, StatusCode> {
 }
 
 /// Strict percent-decoding: `None` for a `%` not followed by two hex digits.
+/// `percent-encoding` decodes, but passes such a `%` through as it is; a path
+/// that carries one is refused here instead, as nginx does.
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = hex_value(*bytes.get(i + 1)?)?;
-            let lo = hex_value(*bytes.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    let malformed = s.match_indices('%').any(|(i, _)| {
+        !s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    (!malformed).then(|| percent_encoding::percent_decode_str(s).collect())
 }
 
 /// The request headers that decide the response, parsed before the blocking

@@ -9,16 +9,8 @@ use avail_store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
-/// The body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable machine-readable code (`not_found`, `conflict`, …).
-    pub error: String,
-    /// What went wrong, for a person.
-    pub message: String,
-}
+pub use avail_model::ErrorBody;
 
 /// What a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -131,14 +123,6 @@ impl IntoResponse for ApiError {
                 }
                 StoreError::Internal(_) => {
                     tracing::error!(error = %e, "database error");
-                    (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "internal error".to_owned(),
-                    )
-                }
-                _ => {
-                    tracing::error!(error = %e, "unexpected store error");
                     (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal",

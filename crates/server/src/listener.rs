@@ -32,6 +32,13 @@
 //! listener. On shutdown the listener stops accepting, idle connections close,
 //! and requests in flight finish.
 //!
+//! A role configured with a certificate speaks HTTPS: the TLS handshake runs
+//! on the connection's task after it has taken its slot, so handshakes count
+//! against the cap, and it must end within the header-read deadline, which
+//! keeps running for the request head that follows. A connection whose first
+//! byte is not a TLS handshake record (plain HTTP to an HTTPS port) is answered
+//! `400` in plain HTTP and closed.
+//!
 //! Each request carries its peer's address as axum's `ConnectInfo<SocketAddr>`.
 
 use std::convert::Infallible;
@@ -55,6 +62,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -111,8 +119,9 @@ impl Slots {
     }
 }
 
-/// Serve `router` on `listener` until `stop` is cancelled, then wait until
-/// every connection has finished.
+/// Serve `router` on `listener` (HTTPS when `tls` is given) until `stop` is
+/// cancelled, then wait until every connection has finished.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -120,9 +129,14 @@ pub async fn serve(
     timeouts: Timeouts,
     slots: Slots,
     metrics: ConnectionMetrics,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
-    let shed_response = shed_response();
+    let shed_response = canned(
+        "503 Service Unavailable",
+        "unavailable",
+        "too many connections; try again shortly",
+    );
     let mut failing = false;
     loop {
         let accepted = tokio::select! {
@@ -164,6 +178,7 @@ pub async fn serve(
             timeouts,
             Open::new(slot, &metrics),
             metrics.clone(),
+            tls.clone(),
             stop.clone(),
         ));
     }
@@ -183,15 +198,21 @@ fn is_peer_gone(e: &io::Error) -> bool {
     )
 }
 
-/// What a shed connection is told.
-fn shed_response() -> Vec<u8> {
+/// A JSON error response written straight to a socket that is then closed:
+/// what a shed connection is told, and plain HTTP on an HTTPS port.
+fn canned(status: &str, code: &str, message: &str) -> Vec<u8> {
     let body = serde_json::to_string(&crate::error::ErrorBody {
-        error: "unavailable".into(),
-        message: "too many connections; try again shortly".into(),
+        error: code.into(),
+        message: message.into(),
     })
     .unwrap_or_default();
+    let retry = if status.starts_with("503") {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{retry}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -304,18 +325,81 @@ impl Clock {
     }
 }
 
-/// Serve one connection until it ends, a deadline passes, or shutdown.
+/// Serve one connection, after its TLS handshake if the role speaks HTTPS,
+/// until it ends, a deadline passes, or shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    open: Open,
+    metrics: ConnectionMetrics,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let clock = Arc::new(Clock::new());
+    let Some(tls) = tls else {
+        return http(stream, peer, router, timeouts, open, metrics, stop, clock).await;
+    };
+    // The handshake is part of the first request's head, under its deadline.
+    let deadline = clock.start + timeouts.header_read;
+    let handshake = tokio::select! {
+        biased;
+        () = stop.cancelled() => return,
+        handshake = tokio::time::timeout_at(deadline, handshake(stream, &tls)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => http(stream, peer, router, timeouts, open, metrics, stop, clock).await,
+        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => {
+            metrics.timed_out("handshake");
+            tracing::debug!(%peer, "connection closed: handshake timeout");
+        }
+    }
+}
+
+/// A TLS handshake, unless the client speaks plain HTTP: that gets a `400`
+/// saying so (as nginx does) instead of a reset it cannot explain.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsAcceptor,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// The content type of a TLS handshake record, a ClientHello's first byte.
+    const HANDSHAKE_RECORD: u8 = 22;
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 1 && first[0] != HANDSHAKE_RECORD {
+        shed(
+            stream,
+            &canned(
+                "400 Bad Request",
+                "bad_request",
+                "this port speaks HTTPS; send the request over TLS",
+            ),
+        );
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "plain HTTP on an HTTPS port",
+        ));
+    }
+    tls.accept(stream).await
+}
+
+/// Serve HTTP/1.1 on one connection's (plain or TLS) stream.
+#[allow(clippy::too_many_arguments)]
+async fn http<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
     _open: Open,
     metrics: ConnectionMetrics,
     stop: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let clock = Arc::new(Clock::new());
+    clock: Arc<Clock>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |req| {
@@ -412,13 +496,13 @@ impl Drop for Responding {
     }
 }
 
-/// The socket, telling the clock about every byte in and out.
-struct Watched {
-    stream: TcpStream,
+/// The stream, telling the clock about every byte in and out.
+struct Watched<S> {
+    stream: S,
     clock: Arc<Clock>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -433,7 +517,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

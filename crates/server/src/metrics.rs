@@ -78,7 +78,7 @@ pub struct ConnectionMetrics {
 
 impl ConnectionMetrics {
     /// A connection closed because it made no progress in `phase`
-    /// (`header`, `idle` or `response`).
+    /// (`handshake`, `header`, `idle` or `response`).
     pub fn timed_out(&self, phase: &'static str) {
         self.timed_out
             .get_or_create(&TimeoutLabels {

@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use avail_model::{ApplicationUsage, ClientInformation, ClientReport, PackageInformation};
 use avail_store::DatabaseKind;
-use avail_store::model::{ApplicationUsage, ClientInformation, ClientReport, PackageInformation};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 
@@ -443,7 +443,7 @@ async fn measure(
         .raw_report(first[0].id)
         .await?
         .ok_or("first report not stored")?;
-    if raw.2 != first[0].body {
+    if raw.body != first[0].body {
         return Err("stored body differs".into());
     }
     Ok(Outcome {

@@ -3,7 +3,6 @@
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The thing named does not exist.
     #[error("{0} not found")]

@@ -4,7 +4,7 @@
 //! App-V's ClientInformation, PackageInformation and ApplicationUsage tables).
 //!
 //! Callers see narrow, domain-shaped async traits ([`ManagementStore`],
-//! [`ReportingStore`]) and the types in [`model`]; SQLite (the embedded
+//! [`ReportingStore`]) and the domain types of `avail-model`; SQLite (the embedded
 //! default, `rusqlite`) and PostgreSQL (`tokio-postgres` with a `deadpool`
 //! pool, for high availability) stay behind them. A PostgreSQL URL may name
 //! several hosts with `target_session_attrs=read-write`: that is App-V's
@@ -12,7 +12,6 @@
 //! reopened. The schema comes from the numbered scripts under `sql/`.
 
 mod error;
-pub mod model;
 mod postgres;
 mod schema;
 mod sqlite;
@@ -25,7 +24,7 @@ use uuid::Uuid;
 pub use error::{Result, StoreError};
 pub use schema::DatabaseKind;
 
-use model::*;
+use avail_model::*;
 
 /// The Management DB.
 #[async_trait]
@@ -41,27 +40,36 @@ pub trait ManagementStore: Send + Sync {
         version: NewPackageVersion,
     ) -> Result<Added<PackageVersion>>;
     /// One version.
-    async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion>;
+    async fn package_version(&self, version_id: VersionId) -> Result<PackageVersion>;
     /// Versions, oldest first.
     async fn list_package_versions(&self, filter: &PackageFilter) -> Result<Vec<PackageVersion>>;
     /// Publish or unpublish a version.
-    async fn set_published(&self, version_id: Uuid, published: bool) -> Result<PackageVersion>;
+    async fn set_published(&self, version_id: VersionId, published: bool)
+    -> Result<PackageVersion>;
     /// Remove a version (with its entitlements and configuration); returns what was removed.
     /// A version that a connection group names explicitly is a conflict.
-    async fn remove_package_version(&self, version_id: Uuid) -> Result<PackageVersion>;
+    async fn remove_package_version(&self, version_id: VersionId) -> Result<PackageVersion>;
     /// Set or clear the deployment configuration of a version.
-    async fn set_deployment_config(&self, version_id: Uuid, config: Option<String>) -> Result<()>;
+    async fn set_deployment_config(
+        &self,
+        version_id: VersionId,
+        config: Option<String>,
+    ) -> Result<()>;
     /// The deployment configuration of a version.
-    async fn deployment_config(&self, version_id: Uuid) -> Result<Option<String>>;
+    async fn deployment_config(&self, version_id: VersionId) -> Result<Option<String>>;
     /// Entitle a group to a version (again: replaces its user configuration).
-    async fn grant(&self, version_id: Uuid, group: &str, user_config: Option<String>)
-    -> Result<()>;
+    async fn grant(
+        &self,
+        version_id: VersionId,
+        group: &str,
+        user_config: Option<String>,
+    ) -> Result<()>;
     /// Remove a group's entitlement.
-    async fn revoke(&self, version_id: Uuid, group: &str) -> Result<()>;
+    async fn revoke(&self, version_id: VersionId, group: &str) -> Result<()>;
     /// The groups entitled to a version.
-    async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>>;
+    async fn entitlements(&self, version_id: VersionId) -> Result<Vec<Entitlement>>;
     /// Copy entitlements and/or configuration from one version to another (upgrade with transfer).
-    async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()>;
+    async fn transfer(&self, from: VersionId, to: VersionId, what: Transfer) -> Result<()>;
     /// Record an imported version as an upgrade of `from` (a version of the same
     /// package) and copy what `what` names from it, in one transaction: either the
     /// version is recorded with its transfer, or nothing is. Idempotent like
@@ -72,14 +80,14 @@ pub trait ManagementStore: Send + Sync {
     async fn upgrade_package_version(
         &self,
         version: NewPackageVersion,
-        from: Uuid,
+        from: VersionId,
         what: Transfer,
     ) -> Result<Added<PackageVersion>>;
 
     /// Create an empty, unpublished connection group.
     async fn create_connection_group(&self, name: &str, priority: i32) -> Result<ConnectionGroup>;
     /// One connection group.
-    async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup>;
+    async fn connection_group(&self, id: ConnectionGroupId) -> Result<ConnectionGroup>;
     /// All connection groups, by priority then name.
     async fn list_connection_groups(&self) -> Result<Vec<ConnectionGroup>>;
     /// Change a connection group: the changes apply in order in one transaction
@@ -87,11 +95,11 @@ pub trait ManagementStore: Send + Sync {
     /// the group as it is.
     async fn update_connection_group(
         &self,
-        id: Uuid,
+        id: ConnectionGroupId,
         changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup>;
     /// Delete a connection group.
-    async fn delete_connection_group(&self, id: Uuid) -> Result<()>;
+    async fn delete_connection_group(&self, id: ConnectionGroupId) -> Result<()>;
 
     /// Add a user to the directory as a direct member of `groups`, in one
     /// transaction: a group that does not exist is NotFound (naming it) and adds
@@ -112,8 +120,8 @@ pub trait ManagementStore: Send + Sync {
     async fn create_group(&self, name: &str) -> Result<()>;
     /// Remove a user, machine or group (and its memberships and entitlements).
     async fn delete_principal(&self, principal: &Principal) -> Result<()>;
-    /// Names of all principals of a kind (the name in `kind` is ignored).
-    async fn list_principals(&self, kind: &Principal) -> Result<Vec<String>>;
+    /// Names of all principals of a kind, sorted.
+    async fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<String>>;
     /// Put a principal in a group.
     async fn add_member(&self, group: &str, member: &Principal) -> Result<()>;
     /// Take a principal out of a group.
@@ -163,12 +171,13 @@ pub trait ManagementStore: Send + Sync {
 pub trait ReportingStore: Send + Sync {
     /// Store reports, raw and processed, in one transaction. Idempotent on the
     /// report id: a report stored before is counted as a duplicate and left alone.
+    /// A client's ClientInformation and package list come from its newest report
+    /// ([`rules::latest_per_client`](avail_model::rules::latest_per_client)),
+    /// within a batch and across batches: a report older than what is stored
+    /// changes neither.
     async fn ingest(&self, reports: &[ClientReport]) -> Result<IngestResult>;
-    /// A raw report as received: `(received_at, source_host, body)`.
-    async fn raw_report(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, String, String)>>;
+    /// A raw report as received.
+    async fn raw_report(&self, id: Uuid) -> Result<Option<RawReport>>;
     /// Launch counts, most launches first.
     async fn launches(&self, grouping: LaunchGrouping) -> Result<Vec<LaunchCount>>;
     /// Every client with its packages and their cache percentages.

@@ -10,7 +10,6 @@
 //! that are safe to repeat are retried once on a fresh connection. So the same
 //! store object carries on through a failover; nothing needs a restart.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,9 +21,10 @@ use deadpool_postgres::{
 use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 
-use crate::model::*;
-use crate::schema::{self, DatabaseKind, principal_name, principal_table};
+use crate::schema::{self, DatabaseKind, principal_table};
 use crate::{ManagementStore, ReportingStore, Result, StoreError};
+use avail_model::rules;
+use avail_model::*;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
@@ -295,8 +295,8 @@ async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<
         .collect();
     Ok(PackageVersion {
         package: NewPackageVersion {
-            package_id: row.get(1),
-            version_id,
+            package_id: PackageId(row.get(1)),
+            version_id: VersionId(version_id),
             name: row.get(2),
             version: row.get(3),
             content_path: row.get(4),
@@ -312,12 +312,12 @@ async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<
 
 async fn get_version(
     c: &impl GenericClient,
-    version_id: Uuid,
+    version_id: VersionId,
 ) -> std::result::Result<PackageVersion, E> {
     let row = c
         .query_opt(
             &format!("SELECT {VERSION_COLUMNS} FROM package_versions WHERE version_id = $1"),
-            &[&version_id],
+            &[&version_id.0],
         )
         .await?
         .ok_or_else(|| not_found(format!("package version {version_id}")))?;
@@ -333,32 +333,32 @@ async fn require_group(c: &impl GenericClient, group: &str) -> std::result::Resu
 
 async fn get_connection_group(
     c: &impl GenericClient,
-    id: Uuid,
+    id: ConnectionGroupId,
 ) -> std::result::Result<ConnectionGroup, E> {
     let row = c
         .query_opt(
             "SELECT version_id, name, priority, published, updated_at FROM connection_groups WHERE id = $1",
-            &[&id],
+            &[&id.0],
         )
         .await?
         .ok_or_else(|| not_found(format!("connection group {id}")))?;
     let members = c
         .query(
             "SELECT package_id, version_id, optional FROM connection_group_members WHERE group_id = $1 ORDER BY position",
-            &[&id],
+            &[&id.0],
         )
         .await?
         .iter()
         .map(|r| ConnectionGroupMember {
-            package_id: r.get(0),
-            version_id: r.get(1),
+            package_id: PackageId(r.get(0)),
+            version_id: r.get::<_, Option<Uuid>>(1).map(VersionId),
             optional: r.get(2),
         })
         .collect();
     let entitled_groups = c
         .query(
             "SELECT group_name FROM connection_group_entitlements WHERE group_id = $1 ORDER BY group_name",
-            &[&id],
+            &[&id.0],
         )
         .await?
         .iter()
@@ -377,20 +377,14 @@ async fn get_connection_group(
 }
 
 async fn require_principal(c: &impl GenericClient, p: &Principal) -> std::result::Result<(), E> {
-    let (table, _, _) = principal_table(p);
+    let (table, _, _) = principal_table(p.kind());
     c.query_opt(
         &format!("SELECT 1 FROM {table} WHERE name = $1"),
-        &[&principal_name(p)],
+        &[&p.name()],
     )
     .await?
     .map(|_| ())
-    .ok_or_else(|| {
-        not_found(format!(
-            "{} {}",
-            &table[..table.len() - 1],
-            principal_name(p)
-        ))
-    })
+    .ok_or_else(|| not_found(format!("{} {}", &table[..table.len() - 1], p.name())))
 }
 
 fn read_server(r: &Row) -> PublishingServer {
@@ -427,19 +421,19 @@ async fn insert_version(
     let now = Utc::now();
     tx.execute(
         "INSERT INTO packages (package_id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&v.package_id, &now],
+        &[&v.package_id.0, &now],
     )
     .await?;
     tx.execute(
         "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8)",
-        &[&v.version_id, &v.package_id, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now],
+        &[&v.version_id.0, &v.package_id.0, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now],
     )
     .await?;
     for (i, app) in v.applications.iter().enumerate() {
         tx.execute(
             "INSERT INTO applications (version_id, position, app_id, target, arguments) VALUES ($1, $2, $3, $4, $5)",
-            &[&v.version_id, &(i as i32), &app.id, &app.target, &app.arguments],
+            &[&v.version_id.0, &(i as i32), &app.id, &app.target, &app.arguments],
         )
         .await?;
     }
@@ -452,8 +446,8 @@ async fn insert_version(
 /// Copy entitlements and/or the deployment configuration from one version to another.
 async fn copy_transfer(
     tx: &impl GenericClient,
-    from: Uuid,
-    to: Uuid,
+    from: VersionId,
+    to: VersionId,
     what: Transfer,
 ) -> std::result::Result<(), E> {
     if what.entitlements {
@@ -461,7 +455,7 @@ async fn copy_transfer(
             "INSERT INTO entitlements (version_id, group_name, user_config)
              SELECT $2, group_name, user_config FROM entitlements WHERE version_id = $1
              ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-            &[&from, &to],
+            &[&from.0, &to.0],
         )
         .await?;
     }
@@ -470,7 +464,7 @@ async fn copy_transfer(
             "INSERT INTO deployment_configs (version_id, config, updated_at)
              SELECT $2, config, now() FROM deployment_configs WHERE version_id = $1
              ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-            &[&from, &to],
+            &[&from.0, &to.0],
         )
         .await?;
     }
@@ -482,10 +476,10 @@ async fn direct_groups(
     c: &impl GenericClient,
     p: &Principal,
 ) -> std::result::Result<Vec<String>, E> {
-    let (_, table, column) = principal_table(p);
+    let (_, table, column) = principal_table(p.kind());
     Ok(c.query(
         &format!("SELECT group_name FROM {table} WHERE {column} = $1 ORDER BY group_name"),
-        &[&principal_name(p)],
+        &[&p.name()],
     )
     .await?
     .iter()
@@ -514,8 +508,8 @@ async fn insert_principal_in_groups(
     if !missing.is_empty() {
         return Err(E::Store(schema::missing_groups(&missing)));
     }
-    let (table, members, column) = principal_table(p);
-    let name = principal_name(p);
+    let (table, members, column) = principal_table(p.kind());
+    let name = p.name();
     let kind = &table[..table.len() - 1];
     match credential_hash {
         Some(hash) => {
@@ -571,7 +565,7 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+    async fn package_version(&self, version_id: VersionId) -> Result<PackageVersion> {
         with_client!(self.pool, true, |c| { get_version(&c, version_id).await })
     }
 
@@ -586,7 +580,11 @@ impl ManagementStore for PgManagement {
                            AND ($3::boolean IS NULL OR published = $3)
                          ORDER BY created_at, version_id"
                     ),
-                    &[&filter.name_contains, &filter.package_id, &filter.published],
+                    &[
+                        &filter.name_contains,
+                        &filter.package_id.map(Uuid::from),
+                        &filter.published,
+                    ],
                 )
                 .await?;
             let mut out = Vec::with_capacity(rows.len());
@@ -597,14 +595,18 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn set_published(&self, version_id: Uuid, published: bool) -> Result<PackageVersion> {
+    async fn set_published(
+        &self,
+        version_id: VersionId,
+        published: bool,
+    ) -> Result<PackageVersion> {
         with_client!(self.pool, true, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             let n = tx
                 .execute(
                     "UPDATE package_versions SET published = $2, updated_at = now() WHERE version_id = $1",
-                    &[&version_id, &published],
+                    &[&version_id.0, &published],
                 )
                 .await?;
             if n == 0 {
@@ -616,7 +618,7 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn remove_package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+    async fn remove_package_version(&self, version_id: VersionId) -> Result<PackageVersion> {
         with_client!(self.pool, false, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
@@ -624,7 +626,7 @@ impl ManagementStore for PgManagement {
             if let Some(row) = tx
                 .query_opt(
                     "SELECT g.name FROM connection_group_members m JOIN connection_groups g ON g.id = m.group_id WHERE m.version_id = $1 LIMIT 1",
-                    &[&version_id],
+                    &[&version_id.0],
                 )
                 .await?
             {
@@ -635,14 +637,14 @@ impl ManagementStore for PgManagement {
             }
             tx.execute(
                 "DELETE FROM package_versions WHERE version_id = $1",
-                &[&version_id],
+                &[&version_id.0],
             )
             .await?;
             tx.execute(
                 "DELETE FROM packages p WHERE package_id = $1
                    AND NOT EXISTS (SELECT 1 FROM package_versions v WHERE v.package_id = p.package_id)
                    AND NOT EXISTS (SELECT 1 FROM connection_group_members m WHERE m.package_id = p.package_id)",
-                &[&version.package.package_id],
+                &[&version.package.package_id.0],
             )
             .await?;
             tx.commit().await?;
@@ -650,7 +652,11 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn set_deployment_config(&self, version_id: Uuid, config: Option<String>) -> Result<()> {
+    async fn set_deployment_config(
+        &self,
+        version_id: VersionId,
+        config: Option<String>,
+    ) -> Result<()> {
         with_client!(self.pool, true, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
@@ -660,23 +666,23 @@ impl ManagementStore for PgManagement {
                     tx.execute(
                         "INSERT INTO deployment_configs (version_id, config, updated_at) VALUES ($1, $2, now())
                          ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                        &[&version_id, config],
+                        &[&version_id.0, config],
                     )
                     .await?
                 }
-                None => tx.execute("DELETE FROM deployment_configs WHERE version_id = $1", &[&version_id]).await?,
+                None => tx.execute("DELETE FROM deployment_configs WHERE version_id = $1", &[&version_id.0]).await?,
             };
             tx.commit().await?;
             Ok(())
         })
     }
 
-    async fn deployment_config(&self, version_id: Uuid) -> Result<Option<String>> {
+    async fn deployment_config(&self, version_id: VersionId) -> Result<Option<String>> {
         with_client!(self.pool, true, |c| {
             get_version(&c, version_id).await?;
             Ok(c.query_opt(
                 "SELECT config FROM deployment_configs WHERE version_id = $1",
-                &[&version_id],
+                &[&version_id.0],
             )
             .await?
             .map(|r| r.get(0)))
@@ -685,7 +691,7 @@ impl ManagementStore for PgManagement {
 
     async fn grant(
         &self,
-        version_id: Uuid,
+        version_id: VersionId,
         group: &str,
         user_config: Option<String>,
     ) -> Result<()> {
@@ -697,7 +703,7 @@ impl ManagementStore for PgManagement {
             tx.execute(
                 "INSERT INTO entitlements (version_id, group_name, user_config) VALUES ($1, $2, $3)
                  ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-                &[&version_id, &group, &user_config],
+                &[&version_id.0, &group, &user_config],
             )
             .await?;
             tx.commit().await?;
@@ -705,7 +711,7 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn revoke(&self, version_id: Uuid, group: &str) -> Result<()> {
+    async fn revoke(&self, version_id: VersionId, group: &str) -> Result<()> {
         with_client!(self.pool, false, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
@@ -713,7 +719,7 @@ impl ManagementStore for PgManagement {
             let n = tx
                 .execute(
                     "DELETE FROM entitlements WHERE version_id = $1 AND group_name = $2",
-                    &[&version_id, &group],
+                    &[&version_id.0, &group],
                 )
                 .await?;
             if n == 0 {
@@ -726,12 +732,12 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>> {
+    async fn entitlements(&self, version_id: VersionId) -> Result<Vec<Entitlement>> {
         with_client!(self.pool, true, |c| {
             get_version(&c, version_id).await?;
             Ok(c.query(
                 "SELECT group_name, user_config FROM entitlements WHERE version_id = $1 ORDER BY group_name",
-                &[&version_id],
+                &[&version_id.0],
             )
             .await?
             .iter()
@@ -740,7 +746,7 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()> {
+    async fn transfer(&self, from: VersionId, to: VersionId, what: Transfer) -> Result<()> {
         with_client!(self.pool, true, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
@@ -755,19 +761,15 @@ impl ManagementStore for PgManagement {
     async fn upgrade_package_version(
         &self,
         v: NewPackageVersion,
-        from: Uuid,
+        from: VersionId,
         what: Transfer,
     ) -> Result<Added<PackageVersion>> {
         with_client!(self.pool, true, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             let previous = get_version(&tx, from).await?;
-            if previous.package.package_id != v.package_id {
-                return Err(E::Store(StoreError::Invalid(format!(
-                    "version {from} is not a version of package {}",
-                    v.package_id
-                ))));
-            }
+            rules::check_version_of(from, previous.package.package_id, v.package_id)
+                .map_err(|e| E::Store(StoreError::Invalid(e)))?;
             let added = insert_version(&tx, &v).await?;
             copy_transfer(&tx, from, v.version_id, what).await?;
             tx.commit().await?;
@@ -786,13 +788,13 @@ impl ManagementStore for PgManagement {
             )
             .await
             .map_err(|e| conflict(E::Pg(e), format!("a connection group named {name} already exists")))?;
-            let g = get_connection_group(&tx, id).await?;
+            let g = get_connection_group(&tx, ConnectionGroupId(id)).await?;
             tx.commit().await?;
             Ok(g)
         })
     }
 
-    async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup> {
+    async fn connection_group(&self, id: ConnectionGroupId) -> Result<ConnectionGroup> {
         with_client!(self.pool, true, |c| { get_connection_group(&c, id).await })
     }
 
@@ -809,7 +811,7 @@ impl ManagementStore for PgManagement {
                 .collect();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                out.push(get_connection_group(&c, id).await?);
+                out.push(get_connection_group(&c, ConnectionGroupId(id)).await?);
             }
             Ok(out)
         })
@@ -817,7 +819,7 @@ impl ManagementStore for PgManagement {
 
     async fn update_connection_group(
         &self,
-        id: Uuid,
+        id: ConnectionGroupId,
         changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup> {
         if changes.is_empty() {
@@ -838,7 +840,7 @@ impl ManagementStore for PgManagement {
                     ConnectionGroupChange::Rename(name) => {
                         tx.execute(
                             "UPDATE connection_groups SET name = $2 WHERE id = $1",
-                            &[&id, name],
+                            &[&id.0, name],
                         )
                         .await
                         .map_err(|e| {
@@ -851,7 +853,7 @@ impl ManagementStore for PgManagement {
                     ConnectionGroupChange::Priority(p) => {
                         tx.execute(
                             "UPDATE connection_groups SET priority = $2 WHERE id = $1",
-                            &[&id, p],
+                            &[&id.0, p],
                         )
                         .await?;
                     }
@@ -859,7 +861,7 @@ impl ManagementStore for PgManagement {
                         if tx
                             .query_opt(
                                 "SELECT 1 FROM packages WHERE package_id = $1",
-                                &[&m.package_id],
+                                &[&m.package_id.0],
                             )
                             .await?
                             .is_none()
@@ -868,23 +870,15 @@ impl ManagementStore for PgManagement {
                         }
                         if let Some(v) = m.version_id {
                             let version = get_version(&tx, v).await?;
-                            if version.package.package_id != m.package_id {
-                                return Err(E::Store(StoreError::Invalid(format!(
-                                    "version {v} is not a version of package {}",
-                                    m.package_id
-                                ))));
-                            }
+                            rules::check_version_of(v, version.package.package_id, m.package_id)
+                                .map_err(|e| E::Store(StoreError::Invalid(e)))?;
                         }
-                        let position = current
-                            .members
-                            .iter()
-                            .position(|x| x.package_id == m.package_id)
-                            .unwrap_or(current.members.len())
-                            as i32;
+                        let position =
+                            rules::member_position(&current.members, m.package_id) as i32;
                         tx.execute(
                         "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
-                        &[&id, &position, &m.package_id, &m.version_id, &m.optional],
+                        &[&id.0, &position, &m.package_id.0, &m.version_id.map(Uuid::from), &m.optional],
                     )
                     .await?;
                     }
@@ -892,20 +886,17 @@ impl ManagementStore for PgManagement {
                         package_id,
                         position,
                     } => {
-                        let mut order: Vec<Uuid> =
-                            current.members.iter().map(|m| m.package_id).collect();
-                        let from = order.iter().position(|p| p == package_id).ok_or_else(|| {
-                            not_found(format!(
-                                "member {package_id} of connection group {}",
-                                current.name
-                            ))
-                        })?;
-                        let moved = order.remove(from);
-                        order.insert((*position).min(order.len()), moved);
+                        let order = rules::move_member(&current.members, *package_id, *position)
+                            .ok_or_else(|| {
+                                not_found(format!(
+                                    "member {package_id} of connection group {}",
+                                    current.name
+                                ))
+                            })?;
                         for (i, p) in order.iter().enumerate() {
                             tx.execute(
                             "UPDATE connection_group_members SET position = $3 WHERE group_id = $1 AND package_id = $2",
-                            &[&id, p, &(i as i32)],
+                            &[&id.0, &p.0, &(i as i32)],
                         )
                         .await?;
                         }
@@ -914,7 +905,7 @@ impl ManagementStore for PgManagement {
                         let n = tx
                         .execute(
                             "DELETE FROM connection_group_members WHERE group_id = $1 AND package_id = $2",
-                            &[&id, package_id],
+                            &[&id.0, &package_id.0],
                         )
                         .await?;
                         if n == 0 {
@@ -928,7 +919,7 @@ impl ManagementStore for PgManagement {
                         require_group(&tx, group).await?;
                         tx.execute(
                         "INSERT INTO connection_group_entitlements (group_id, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        &[&id, group],
+                        &[&id.0, group],
                     )
                     .await?;
                     }
@@ -936,7 +927,7 @@ impl ManagementStore for PgManagement {
                         let n = tx
                         .execute(
                             "DELETE FROM connection_group_entitlements WHERE group_id = $1 AND group_name = $2",
-                            &[&id, group],
+                            &[&id.0, group],
                         )
                         .await?;
                         if n == 0 {
@@ -949,7 +940,7 @@ impl ManagementStore for PgManagement {
                     ConnectionGroupChange::Publish(published) => {
                         tx.execute(
                             "UPDATE connection_groups SET published = $2 WHERE id = $1",
-                            &[&id, published],
+                            &[&id.0, published],
                         )
                         .await?;
                     }
@@ -957,7 +948,7 @@ impl ManagementStore for PgManagement {
             }
             tx.execute(
                 "UPDATE connection_groups SET version_id = $2, updated_at = now() WHERE id = $1",
-                &[&id, &Uuid::new_v4()],
+                &[&id.0, &Uuid::new_v4()],
             )
             .await?;
             let g = get_connection_group(&tx, id).await?;
@@ -966,12 +957,12 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn delete_connection_group(&self, id: Uuid) -> Result<()> {
+    async fn delete_connection_group(&self, id: ConnectionGroupId) -> Result<()> {
         with_client!(self.pool, false, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             if tx
-                .execute("DELETE FROM connection_groups WHERE id = $1", &[&id])
+                .execute("DELETE FROM connection_groups WHERE id = $1", &[&id.0])
                 .await?
                 == 0
             {
@@ -1049,10 +1040,10 @@ impl ManagementStore for PgManagement {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             require_principal(&tx, principal).await?;
-            let (table, _, _) = principal_table(principal);
+            let (table, _, _) = principal_table(principal.kind());
             tx.execute(
                 &format!("DELETE FROM {table} WHERE name = $1"),
-                &[&principal_name(principal)],
+                &[&principal.name()],
             )
             .await?;
             tx.commit().await?;
@@ -1060,7 +1051,7 @@ impl ManagementStore for PgManagement {
         })
     }
 
-    async fn list_principals(&self, kind: &Principal) -> Result<Vec<String>> {
+    async fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<String>> {
         let (table, _, _) = principal_table(kind);
         with_client!(self.pool, true, |c| {
             Ok(
@@ -1094,10 +1085,10 @@ impl ManagementStore for PgManagement {
                     ))));
                 }
             }
-            let (_, table, column) = principal_table(member);
+            let (_, table, column) = principal_table(member.kind());
             tx.execute(
                 &format!("INSERT INTO {table} (group_name, {column}) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
-                &[&group, &principal_name(member)],
+                &[&group, &member.name()],
             )
             .await?;
             tx.commit().await?;
@@ -1109,18 +1100,15 @@ impl ManagementStore for PgManagement {
         with_client!(self.pool, false, |c| {
             let tx = c.transaction().await?;
             bump(&tx).await?;
-            let (_, table, column) = principal_table(member);
+            let (_, table, column) = principal_table(member.kind());
             let n = tx
                 .execute(
                     &format!("DELETE FROM {table} WHERE group_name = $1 AND {column} = $2"),
-                    &[&group, &principal_name(member)],
+                    &[&group, &member.name()],
                 )
                 .await?;
             if n == 0 {
-                return Err(not_found(format!(
-                    "{} in group {group}",
-                    principal_name(member)
-                )));
+                return Err(not_found(format!("{} in group {group}", member.name())));
             }
             tx.commit().await?;
             Ok(())
@@ -1159,14 +1147,14 @@ impl ManagementStore for PgManagement {
     async fn groups_of(&self, principal: &Principal) -> Result<Vec<String>> {
         with_client!(self.pool, true, |c| {
             require_principal(&c, principal).await?;
-            let (_, table, column) = principal_table(principal);
+            let (_, table, column) = principal_table(principal.kind());
             let sql = format!(
                 "WITH RECURSIVE up(name) AS (
                     SELECT group_name FROM {table} WHERE {column} = $1
                     UNION SELECT gg.group_name FROM group_groups gg JOIN up ON gg.member_name = up.name)
                  SELECT name FROM up ORDER BY name"
             );
-            Ok(c.query(&sql, &[&principal_name(principal)])
+            Ok(c.query(&sql, &[&principal.name()])
                 .await?
                 .iter()
                 .map(|r| r.get(0))
@@ -1400,26 +1388,9 @@ impl ReportingStore for PgReporting {
             // The newest report of each client decides its ClientInformation and package list.
             // Ordered maps: every batch locks clients' rows in host-name order, so
             // concurrent batches wait for each other instead of deadlocking.
-            let mut latest: BTreeMap<&str, &ClientReport> = BTreeMap::new();
-            let mut latest_with_packages: BTreeMap<&str, &ClientReport> = BTreeMap::new();
-            for r in &fresh {
-                let host = r.client.host_name.as_str();
-                if latest
-                    .get(host)
-                    .is_none_or(|l| l.received_at <= r.received_at)
-                {
-                    latest.insert(host, r);
-                }
-                if !r.packages.is_empty()
-                    && latest_with_packages
-                        .get(host)
-                        .is_none_or(|l| l.received_at <= r.received_at)
-                {
-                    latest_with_packages.insert(host, r);
-                }
-            }
-            if !latest.is_empty() {
-                let rs: Vec<&&ClientReport> = latest.values().collect();
+            let latest = rules::latest_per_client(fresh.iter().copied());
+            if !latest.information.is_empty() {
+                let rs: Vec<&&ClientReport> = latest.information.values().collect();
                 let col = |f: fn(&ClientInformation) -> &str| {
                     rs.iter().map(|r| f(&r.client)).collect::<Vec<&str>>()
                 };
@@ -1444,8 +1415,30 @@ impl ReportingStore for PgReporting {
                 )
                 .await?;
             }
-            if !latest_with_packages.is_empty() {
-                let hosts: Vec<&str> = latest_with_packages.keys().copied().collect();
+            // The upsert above locked every client's row, so what is stored cannot
+            // change under this check: a list replaces the stored one only when
+            // its report is not older ([`rules::supersedes`]).
+            let mut package_lists = latest.package_lists;
+            if !package_lists.is_empty() {
+                let hosts: Vec<&str> = package_lists.keys().copied().collect();
+                for row in tx
+                    .query(
+                        "SELECT host_name, max(reported_at) FROM package_information WHERE host_name = ANY($1) GROUP BY 1",
+                        &[&hosts],
+                    )
+                    .await?
+                {
+                    let (host, stored): (&str, DateTime<Utc>) = (row.get(0), row.get(1));
+                    if package_lists
+                        .get(host)
+                        .is_some_and(|r| !rules::supersedes(r.received_at, Some(stored)))
+                    {
+                        package_lists.remove(host);
+                    }
+                }
+            }
+            if !package_lists.is_empty() {
+                let hosts: Vec<&str> = package_lists.keys().copied().collect();
                 tx.execute(
                     "DELETE FROM package_information WHERE host_name = ANY($1)",
                     &[&hosts],
@@ -1461,13 +1454,8 @@ impl ReportingStore for PgReporting {
                     vec![],
                     vec![],
                 );
-                for r in latest_with_packages.values() {
-                    let mut seen = std::collections::HashSet::new();
-                    for p in r
-                        .packages
-                        .iter()
-                        .filter(|p| seen.insert((p.package_id, p.version_id)))
-                    {
+                for r in package_lists.values() {
+                    for p in rules::distinct_packages(&r.packages) {
                         h.push(r.client.host_name.as_str());
                         pid.push(p.package_id);
                         vid.push(p.version_id);
@@ -1546,14 +1534,18 @@ impl ReportingStore for PgReporting {
         })
     }
 
-    async fn raw_report(&self, id: Uuid) -> Result<Option<(DateTime<Utc>, String, String)>> {
+    async fn raw_report(&self, id: Uuid) -> Result<Option<RawReport>> {
         with_client!(self.pool, true, |c| {
             Ok(c.query_opt(
                 "SELECT received_at, source_host, body FROM raw_reports WHERE report_id = $1",
                 &[&id],
             )
             .await?
-            .map(|r| (r.get(0), r.get(1), r.get(2))))
+            .map(|r| RawReport {
+                received_at: r.get(0),
+                source_host: r.get(1),
+                body: r.get(2),
+            }))
         })
     }
 

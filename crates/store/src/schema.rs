@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{Principal, SchemaStatus};
 use crate::{Result, StoreError};
+use avail_model::{PrincipalKind, SchemaStatus};
 
 /// One install script.
 pub(crate) struct Script {
@@ -93,18 +93,11 @@ pub(crate) fn require_current(kind: DatabaseKind, status: &SchemaStatus) -> Resu
 }
 
 /// Where a principal lives: (its table, its group-membership table, that table's member column).
-pub(crate) fn principal_table(p: &Principal) -> (&'static str, &'static str, &'static str) {
-    match p {
-        Principal::User(_) => ("users", "group_users", "user_name"),
-        Principal::Machine(_) => ("machines", "group_machines", "machine_name"),
-        Principal::Group(_) => ("groups", "group_groups", "member_name"),
-    }
-}
-
-/// A principal's name.
-pub(crate) fn principal_name(p: &Principal) -> &str {
-    match p {
-        Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
+pub(crate) fn principal_table(kind: PrincipalKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        PrincipalKind::User => ("users", "group_users", "user_name"),
+        PrincipalKind::Machine => ("machines", "group_machines", "machine_name"),
+        PrincipalKind::Group => ("groups", "group_groups", "member_name"),
     }
 }
 

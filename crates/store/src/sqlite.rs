@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
-use crate::model::*;
-use crate::schema::{self, DatabaseKind, principal_name, principal_table};
+use crate::schema::{self, DatabaseKind, principal_table};
 use crate::{ManagementStore, ReportingStore, Result, StoreError};
+use avail_model::rules;
+use avail_model::*;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -165,8 +166,9 @@ async fn open_installed(path: &str, kind: DatabaseKind) -> Result<Db> {
     Ok(db)
 }
 
-fn uuid(s: String) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(&s).map_err(|e| {
+/// A UUID stored as text, as the id type the caller wants.
+fn uuid<T: From<Uuid>>(s: String) -> rusqlite::Result<T> {
+    Uuid::parse_str(&s).map(T::from).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
@@ -196,7 +198,7 @@ impl SqliteManagement {
 const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at";
 
 fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVersion> {
-    let version_id = uuid(row.get(0)?)?;
+    let version_id: VersionId = uuid(row.get(0)?)?;
     let mut apps = conn.prepare_cached(
         "SELECT app_id, target, arguments FROM applications WHERE version_id = ?1 ORDER BY position",
     )?;
@@ -226,7 +228,7 @@ fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVer
     })
 }
 
-fn get_version(conn: &Connection, version_id: Uuid) -> Result<PackageVersion> {
+fn get_version(conn: &Connection, version_id: VersionId) -> Result<PackageVersion> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {VERSION_COLUMNS} FROM package_versions WHERE version_id = ?1"
     ))?;
@@ -248,7 +250,7 @@ fn require_group(conn: &Connection, group: &str) -> Result<()> {
         .ok_or_else(|| not_found(format!("group {group}")))
 }
 
-fn get_connection_group(conn: &Connection, id: Uuid) -> Result<ConnectionGroup> {
+fn get_connection_group(conn: &Connection, id: ConnectionGroupId) -> Result<ConnectionGroup> {
     let row = conn
         .query_row(
             "SELECT version_id, name, priority, published, updated_at FROM connection_groups WHERE id = ?1",
@@ -288,21 +290,17 @@ fn get_connection_group(conn: &Connection, id: Uuid) -> Result<ConnectionGroup> 
 }
 
 fn require_principal(conn: &Connection, p: &Principal) -> Result<()> {
-    let (table, _, _) = principal_table(p);
+    let (table, _, _) = principal_table(p.kind());
     let found: Option<i32> = conn
         .query_row(
             &format!("SELECT 1 FROM {table} WHERE name = ?1"),
-            [principal_name(p)],
+            [p.name()],
             |r| r.get(0),
         )
         .optional()?;
-    found.map(|_| ()).ok_or_else(|| {
-        not_found(format!(
-            "{} {}",
-            &table[..table.len() - 1],
-            principal_name(p)
-        ))
-    })
+    found
+        .map(|_| ())
+        .ok_or_else(|| not_found(format!("{} {}", &table[..table.len() - 1], p.name())))
 }
 
 fn read_server(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublishingServer> {
@@ -365,7 +363,12 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
 }
 
 /// Copy entitlements and/or the deployment configuration from one version to another.
-fn copy_transfer(tx: &Transaction<'_>, from: Uuid, to: Uuid, what: Transfer) -> Result<()> {
+fn copy_transfer(
+    tx: &Transaction<'_>,
+    from: VersionId,
+    to: VersionId,
+    what: Transfer,
+) -> Result<()> {
     if what.entitlements {
         tx.execute(
             "INSERT INTO entitlements (version_id, group_name, user_config)
@@ -387,12 +390,12 @@ fn copy_transfer(tx: &Transaction<'_>, from: Uuid, to: Uuid, what: Transfer) -> 
 
 /// A principal's direct groups, sorted.
 fn direct_groups(conn: &Connection, p: &Principal) -> Result<Vec<String>> {
-    let (_, table, column) = principal_table(p);
+    let (_, table, column) = principal_table(p.kind());
     Ok(conn
         .prepare(&format!(
             "SELECT group_name FROM {table} WHERE {column} = ?1 ORDER BY group_name"
         ))?
-        .query_map([principal_name(p)], |r| r.get(0))?
+        .query_map([p.name()], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?)
 }
 
@@ -416,8 +419,8 @@ fn insert_principal_in_groups(
     if !missing.is_empty() {
         return Err(schema::missing_groups(&missing));
     }
-    let (table, members, column) = principal_table(p);
-    let name = principal_name(p);
+    let (table, members, column) = principal_table(p.kind());
+    let name = p.name();
     let kind = &table[..table.len() - 1];
     match credential_hash {
         Some(hash) => tx.execute(
@@ -457,7 +460,7 @@ impl ManagementStore for SqliteManagement {
         self.db.write(move |tx| insert_version(tx, &v)).await
     }
 
-    async fn package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+    async fn package_version(&self, version_id: VersionId) -> Result<PackageVersion> {
         self.db.run(move |c| get_version(c, version_id)).await
     }
 
@@ -486,7 +489,11 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn set_published(&self, version_id: Uuid, published: bool) -> Result<PackageVersion> {
+    async fn set_published(
+        &self,
+        version_id: VersionId,
+        published: bool,
+    ) -> Result<PackageVersion> {
         self.db
             .write(move |tx| {
                 let n = tx.execute(
@@ -502,7 +509,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn remove_package_version(&self, version_id: Uuid) -> Result<PackageVersion> {
+    async fn remove_package_version(&self, version_id: VersionId) -> Result<PackageVersion> {
         self.db
             .write(move |tx| {
                 let version = get_version(tx, version_id)?;
@@ -534,7 +541,11 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn set_deployment_config(&self, version_id: Uuid, config: Option<String>) -> Result<()> {
+    async fn set_deployment_config(
+        &self,
+        version_id: VersionId,
+        config: Option<String>,
+    ) -> Result<()> {
         self.db
             .write(move |tx| {
                 get_version(tx, version_id)?;
@@ -551,7 +562,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn deployment_config(&self, version_id: Uuid) -> Result<Option<String>> {
+    async fn deployment_config(&self, version_id: VersionId) -> Result<Option<String>> {
         self.db
             .run(move |c| {
                 get_version(c, version_id)?;
@@ -567,7 +578,7 @@ impl ManagementStore for SqliteManagement {
 
     async fn grant(
         &self,
-        version_id: Uuid,
+        version_id: VersionId,
         group: &str,
         user_config: Option<String>,
     ) -> Result<()> {
@@ -586,7 +597,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn revoke(&self, version_id: Uuid, group: &str) -> Result<()> {
+    async fn revoke(&self, version_id: VersionId, group: &str) -> Result<()> {
         let group = group.to_owned();
         self.db
             .write(move |tx| {
@@ -605,7 +616,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn entitlements(&self, version_id: Uuid) -> Result<Vec<Entitlement>> {
+    async fn entitlements(&self, version_id: VersionId) -> Result<Vec<Entitlement>> {
         self.db
             .run(move |c| {
                 get_version(c, version_id)?;
@@ -620,7 +631,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn transfer(&self, from: Uuid, to: Uuid, what: Transfer) -> Result<()> {
+    async fn transfer(&self, from: VersionId, to: VersionId, what: Transfer) -> Result<()> {
         self.db
             .write(move |tx| {
                 get_version(tx, from)?;
@@ -634,18 +645,14 @@ impl ManagementStore for SqliteManagement {
     async fn upgrade_package_version(
         &self,
         v: NewPackageVersion,
-        from: Uuid,
+        from: VersionId,
         what: Transfer,
     ) -> Result<Added<PackageVersion>> {
         self.db
             .write(move |tx| {
                 let previous = get_version(tx, from)?;
-                if previous.package.package_id != v.package_id {
-                    return Err(StoreError::Invalid(format!(
-                        "version {from} is not a version of package {}",
-                        v.package_id
-                    )));
-                }
+                rules::check_version_of(from, previous.package.package_id, v.package_id)
+                    .map_err(StoreError::Invalid)?;
                 let added = insert_version(tx, &v)?;
                 copy_transfer(tx, from, v.version_id, what)?;
                 bump(tx)?;
@@ -658,7 +665,7 @@ impl ManagementStore for SqliteManagement {
         let name = name.to_owned();
         self.db
             .write(move |tx| {
-                let id = Uuid::new_v4();
+                let id = ConnectionGroupId::new_v4();
                 tx.execute(
                     "INSERT INTO connection_groups (id, version_id, name, priority, published, updated_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![id.to_string(), Uuid::new_v4().to_string(), name, priority, Utc::now()],
@@ -673,7 +680,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn connection_group(&self, id: Uuid) -> Result<ConnectionGroup> {
+    async fn connection_group(&self, id: ConnectionGroupId) -> Result<ConnectionGroup> {
         self.db.run(move |c| get_connection_group(c, id)).await
     }
 
@@ -693,7 +700,7 @@ impl ManagementStore for SqliteManagement {
 
     async fn update_connection_group(
         &self,
-        id: Uuid,
+        id: ConnectionGroupId,
         changes: Vec<ConnectionGroupChange>,
     ) -> Result<ConnectionGroup> {
         self.db
@@ -724,15 +731,9 @@ impl ManagementStore for SqliteManagement {
                             }
                             if let Some(v) = m.version_id {
                                 let version = get_version(tx, v)?;
-                                if version.package.package_id != m.package_id {
-                                    return Err(StoreError::Invalid(format!("version {v} is not a version of package {}", m.package_id)));
-                                }
+                                rules::check_version_of(v, version.package.package_id, m.package_id).map_err(StoreError::Invalid)?;
                             }
-                            let position = current
-                                .members
-                                .iter()
-                                .position(|x| x.package_id == m.package_id)
-                                .unwrap_or(current.members.len()) as i64;
+                            let position = rules::member_position(&current.members, m.package_id) as i64;
                             tx.execute(
                                 "INSERT INTO connection_group_members (group_id, position, package_id, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
                                  ON CONFLICT (group_id, package_id) DO UPDATE SET version_id = excluded.version_id, optional = excluded.optional",
@@ -740,13 +741,8 @@ impl ManagementStore for SqliteManagement {
                             )?;
                         }
                         ConnectionGroupChange::MoveMember { package_id, position } => {
-                            let mut order: Vec<Uuid> = current.members.iter().map(|m| m.package_id).collect();
-                            let from = order
-                                .iter()
-                                .position(|p| *p == package_id)
+                            let order = rules::move_member(&current.members, package_id, position)
                                 .ok_or_else(|| not_found(format!("member {package_id} of connection group {}", current.name)))?;
-                            let moved = order.remove(from);
-                            order.insert(position.min(order.len()), moved);
                             for (i, p) in order.iter().enumerate() {
                                 tx.execute(
                                     "UPDATE connection_group_members SET position = ?3 WHERE group_id = ?1 AND package_id = ?2",
@@ -794,7 +790,7 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
-    async fn delete_connection_group(&self, id: Uuid) -> Result<()> {
+    async fn delete_connection_group(&self, id: ConnectionGroupId) -> Result<()> {
         self.db
             .write(move |tx| {
                 if tx.execute(
@@ -871,17 +867,14 @@ impl ManagementStore for SqliteManagement {
         self.db
             .write(move |tx| {
                 require_principal(tx, &p)?;
-                let (table, _, _) = principal_table(&p);
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE name = ?1"),
-                    [principal_name(&p)],
-                )?;
+                let (table, _, _) = principal_table(p.kind());
+                tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [p.name()])?;
                 bump(tx)
             })
             .await
     }
 
-    async fn list_principals(&self, kind: &Principal) -> Result<Vec<String>> {
+    async fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<String>> {
         let (table, _, _) = principal_table(kind);
         self.db
             .run(move |c| {
@@ -911,10 +904,10 @@ impl ManagementStore for SqliteManagement {
                         return Err(StoreError::Invalid(format!("putting group {child} in {group} would make a cycle")));
                     }
                 }
-                let (_, table, column) = principal_table(&member);
+                let (_, table, column) = principal_table(member.kind());
                 tx.execute(
                     &format!("INSERT INTO {table} (group_name, {column}) VALUES (?1, ?2) ON CONFLICT DO NOTHING"),
-                    params![group, principal_name(&member)],
+                    params![group, member.name()],
                 )?;
                 bump(tx)
             })
@@ -925,16 +918,13 @@ impl ManagementStore for SqliteManagement {
         let (group, member) = (group.to_owned(), member.clone());
         self.db
             .write(move |tx| {
-                let (_, table, column) = principal_table(&member);
+                let (_, table, column) = principal_table(member.kind());
                 let n = tx.execute(
                     &format!("DELETE FROM {table} WHERE group_name = ?1 AND {column} = ?2"),
-                    params![group, principal_name(&member)],
+                    params![group, member.name()],
                 )?;
                 if n == 0 {
-                    return Err(not_found(format!(
-                        "{} in group {group}",
-                        principal_name(&member)
-                    )));
+                    return Err(not_found(format!("{} in group {group}", member.name())));
                 }
                 bump(tx)
             })
@@ -973,7 +963,7 @@ impl ManagementStore for SqliteManagement {
         self.db
             .run(move |c| {
                 require_principal(c, &p)?;
-                let (_, table, column) = principal_table(&p);
+                let (_, table, column) = principal_table(p.kind());
                 let sql = format!(
                     "WITH RECURSIVE up(name) AS (
                         SELECT group_name FROM {table} WHERE {column} = ?1
@@ -981,7 +971,7 @@ impl ManagementStore for SqliteManagement {
                      SELECT name FROM up ORDER BY name"
                 );
                 Ok(c.prepare(&sql)?
-                    .query_map([principal_name(&p)], |r| r.get(0))?
+                    .query_map([p.name()], |r| r.get(0))?
                     .collect::<rusqlite::Result<Vec<String>>>()?)
             })
             .await
@@ -1201,6 +1191,7 @@ impl ReportingStore for SqliteReporting {
         self.db
             .write(move |tx| {
                 let mut result = IngestResult::default();
+                let mut fresh = Vec::new();
                 for r in &reports {
                     let inserted = tx.execute(
                         "INSERT INTO raw_reports (report_id, received_at, source_host, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
@@ -1211,36 +1202,7 @@ impl ReportingStore for SqliteReporting {
                         continue;
                     }
                     result.stored += 1;
-                    let c = &r.client;
-                    tx.execute(
-                        "INSERT INTO client_information (host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (host_name) DO UPDATE SET client_version = excluded.client_version, processor_arch = excluded.processor_arch,
-                           os_version = excluded.os_version, os_service_pack = excluded.os_service_pack, os_type = excluded.os_type,
-                           last_report_at = excluded.last_report_at
-                         WHERE excluded.last_report_at >= client_information.last_report_at",
-                        params![c.host_name, c.client_version, c.processor_arch, c.os_version, c.os_service_pack, c.os_type, r.received_at],
-                    )?;
-                    // App-V clients send the package list only when it changed: a list replaces the last one.
-                    if !r.packages.is_empty() {
-                        tx.execute("DELETE FROM package_information WHERE host_name = ?1", [&c.host_name])?;
-                        let mut stmt = tx.prepare_cached(
-                            "INSERT INTO package_information (host_name, package_id, version_id, name, version, source, percent_cached, reported_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-                        )?;
-                        for p in &r.packages {
-                            stmt.execute(params![
-                                c.host_name,
-                                p.package_id.to_string(),
-                                p.version_id.to_string(),
-                                p.name,
-                                p.version,
-                                p.source,
-                                p.percent_cached,
-                                r.received_at
-                            ])?;
-                        }
-                    }
+                    fresh.push(r);
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO application_usage (report_id, record, host_name, application, application_version, server, user_name,
                            package_version_id, connection_group_version_id, launched_at, launch_status, shutdown_at)
@@ -1250,7 +1212,7 @@ impl ReportingStore for SqliteReporting {
                         stmt.execute(params![
                             r.id.to_string(),
                             i as i64,
-                            c.host_name,
+                            r.client.host_name,
                             u.application,
                             u.application_version,
                             u.server,
@@ -1263,18 +1225,66 @@ impl ReportingStore for SqliteReporting {
                         ])?;
                     }
                 }
+                // The newest report of each client decides its ClientInformation
+                // and package list, also against what earlier batches stored.
+                let latest = rules::latest_per_client(fresh);
+                for (host, r) in latest.information {
+                    let c = &r.client;
+                    tx.execute(
+                        "INSERT INTO client_information (host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (host_name) DO UPDATE SET client_version = excluded.client_version, processor_arch = excluded.processor_arch,
+                           os_version = excluded.os_version, os_service_pack = excluded.os_service_pack, os_type = excluded.os_type,
+                           last_report_at = excluded.last_report_at
+                         WHERE excluded.last_report_at >= client_information.last_report_at",
+                        params![host, c.client_version, c.processor_arch, c.os_version, c.os_service_pack, c.os_type, r.received_at],
+                    )?;
+                }
+                for (host, r) in latest.package_lists {
+                    let stored: Option<DateTime<Utc>> = tx.query_row(
+                        "SELECT max(reported_at) FROM package_information WHERE host_name = ?1",
+                        [host],
+                        |row| row.get(0),
+                    )?;
+                    if !rules::supersedes(r.received_at, stored) {
+                        continue;
+                    }
+                    tx.execute("DELETE FROM package_information WHERE host_name = ?1", [host])?;
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO package_information (host_name, package_id, version_id, name, version, source, percent_cached, reported_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?;
+                    for p in rules::distinct_packages(&r.packages) {
+                        stmt.execute(params![
+                            host,
+                            p.package_id.to_string(),
+                            p.version_id.to_string(),
+                            p.name,
+                            p.version,
+                            p.source,
+                            p.percent_cached,
+                            r.received_at
+                        ])?;
+                    }
+                }
                 Ok(result)
             })
             .await
     }
 
-    async fn raw_report(&self, id: Uuid) -> Result<Option<(DateTime<Utc>, String, String)>> {
+    async fn raw_report(&self, id: Uuid) -> Result<Option<RawReport>> {
         self.db
             .run(move |c| {
                 Ok(c.query_row(
                     "SELECT received_at, source_host, body FROM raw_reports WHERE report_id = ?1",
                     [id.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| {
+                        Ok(RawReport {
+                            received_at: r.get(0)?,
+                            source_host: r.get(1)?,
+                            body: r.get(2)?,
+                        })
+                    },
                 )
                 .optional()?)
             })
@@ -1393,7 +1403,7 @@ mod tests {
         }
         assert!(
             store
-                .list_principals(&Principal::Group(String::new()))
+                .list_principals(PrincipalKind::Group)
                 .await
                 .unwrap()
                 .is_empty()

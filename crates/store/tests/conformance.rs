@@ -1,19 +1,25 @@
 //! One conformance suite for every store operation, run against SQLite and
 //! against a real PostgreSQL started by `avail-testkit`. Both backends must give
 //! the same answers, the same typed errors, and the same idempotence.
+//!
+//! Each case is an async function over a fresh store; `conformance!` makes it
+//! two tests, `sqlite::<case>` and `postgres::<case>`, so that a failure names
+//! the rule and the backend. The PostgreSQL tests share one throwaway server
+//! (`shared_postgres`), each in a database of its own.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use avail_store::model::*;
+use avail_model::*;
 use avail_store::{DatabaseKind, ManagementStore, ReportingStore, StoreError};
 use avail_testkit::Postgres;
 use chrono::{TimeZone, Utc};
 use uuid::Uuid;
 
-fn version(package_id: Uuid, n: u128, name: &str) -> NewPackageVersion {
+fn version(package_id: PackageId, n: u128, name: &str) -> NewPackageVersion {
     NewPackageVersion {
         package_id,
-        version_id: Uuid::from_u128(n),
+        version_id: VersionId(Uuid::from_u128(n)),
         name: name.into(),
         version: format!("1.0.{n}.0"),
         content_path: format!("packages/{package_id}/{n}.appv"),
@@ -34,9 +40,11 @@ fn version(package_id: Uuid, n: u128, name: &str) -> NewPackageVersion {
     }
 }
 
-async fn management_suite(db: Arc<dyn ManagementStore>) {
+/// Packages, the directory, entitlements, upgrade with transfer, connection
+/// groups and removal, one step after another on one catalog.
+async fn catalog(db: Arc<dyn ManagementStore>) {
     let seq0 = db.change_sequence().await.unwrap();
-    let pkg = Uuid::from_u128(0xAAAA);
+    let pkg = PackageId(Uuid::from_u128(0xAAAA));
 
     // Import: idempotent on VersionId, conflict on a different file.
     let v1 = version(pkg, 1, "Editor");
@@ -58,7 +66,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
 
     let v2 = version(pkg, 2, "Editor");
     db.add_package_version(v2.clone()).await.unwrap();
-    let other_pkg = Uuid::from_u128(0xBBBB);
+    let other_pkg = PackageId(Uuid::from_u128(0xBBBB));
     db.add_package_version(version(other_pkg, 3, "Viewer"))
         .await
         .unwrap();
@@ -92,7 +100,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         .unwrap();
     assert_eq!(of_pkg.len(), 1);
     assert!(matches!(
-        db.package_version(Uuid::from_u128(99)).await,
+        db.package_version(VersionId(Uuid::from_u128(99))).await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -109,7 +117,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
     assert_eq!(only_published.len(), 1);
     assert!(db.change_sequence().await.unwrap() > seq1);
     assert!(matches!(
-        db.set_published(Uuid::from_u128(99), true).await,
+        db.set_published(VersionId(Uuid::from_u128(99)), true).await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -206,15 +214,11 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         [Principal::Group("engineering".into())]
     );
     assert_eq!(
-        db.list_principals(&Principal::User(String::new()))
-            .await
-            .unwrap(),
+        db.list_principals(PrincipalKind::User).await.unwrap(),
         ["alice", "bob"]
     );
     assert_eq!(
-        db.list_principals(&Principal::Group(String::new()))
-            .await
-            .unwrap(),
+        db.list_principals(PrincipalKind::Group).await.unwrap(),
         ["engineering", "labs", "staff"]
     );
     assert_eq!(
@@ -257,7 +261,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        db.grant(Uuid::from_u128(99), "labs", None).await,
+        db.grant(VersionId(Uuid::from_u128(99)), "labs", None).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(
@@ -364,7 +368,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
             cg.id,
             vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
                 package_id: pkg,
-                version_id: Some(Uuid::from_u128(3)),
+                version_id: Some(VersionId(Uuid::from_u128(3))),
                 optional: false
             })]
         )
@@ -375,7 +379,7 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         db.update_connection_group(
             cg.id,
             vec![ConnectionGroupChange::SetMember(ConnectionGroupMember {
-                package_id: Uuid::from_u128(77),
+                package_id: PackageId(Uuid::from_u128(77)),
                 version_id: None,
                 optional: false
             })]
@@ -470,8 +474,10 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         .await
         .unwrap();
     assert_eq!(db.machine_by_credential("hash-pc1").await.unwrap(), None);
+}
 
-    // Publishing servers.
+/// Publishing servers: registration, credentials, sync records.
+async fn publishing_servers(db: Arc<dyn ManagementStore>) {
     let server = db
         .register_publishing_server("pub1", "hash-pub1")
         .await
@@ -506,8 +512,10 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         db.unregister_publishing_server("pub1").await,
         Err(StoreError::NotFound(_))
     ));
+}
 
-    // Administrators and tokens.
+/// Administrators and their tokens; the last one stays.
+async fn administrators_and_tokens(db: Arc<dyn ManagementStore>) {
     db.add_administrator("root", Some("$argon2id$hash"))
         .await
         .unwrap();
@@ -559,12 +567,14 @@ async fn management_suite(db: Arc<dyn ManagementStore>) {
         db.remove_administrator("robot").await,
         Err(StoreError::NotFound(_))
     ));
+}
 
-    // Hostile input is data, never SQL.
+/// Hostile input is data, never SQL.
+async fn hostile_input_is_data(db: Arc<dyn ManagementStore>) {
     let evil = "x'); DROP TABLE users; --";
     db.create_user(evil, &[]).await.unwrap();
     assert!(
-        db.list_principals(&Principal::User(String::new()))
+        db.list_principals(PrincipalKind::User)
             .await
             .unwrap()
             .contains(&evil.to_owned())
@@ -621,7 +631,8 @@ fn report(
     }
 }
 
-async fn reporting_suite(db: Arc<dyn ReportingStore>) {
+/// Ingest, retries, launches and caches.
+async fn reporting(db: Arc<dyn ReportingStore>) {
     let batch = vec![
         report(
             1,
@@ -655,7 +666,11 @@ async fn reporting_suite(db: Arc<dyn ReportingStore>) {
     );
     assert_eq!(db.ingest(&[]).await.unwrap(), IngestResult::default());
 
-    let (received, source, body) = db.raw_report(Uuid::from_u128(2)).await.unwrap().unwrap();
+    let RawReport {
+        received_at: received,
+        source_host: source,
+        body,
+    } = db.raw_report(Uuid::from_u128(2)).await.unwrap().unwrap();
     assert_eq!(
         (source.as_str(), body.as_str()),
         ("10.0.0.1", "<CLIENT_DATA Host=\"pc2\"/>")
@@ -725,18 +740,20 @@ async fn reporting_suite(db: Arc<dyn ReportingStore>) {
     assert_eq!(caches[1].packages[0].percent_cached, Some(10));
 }
 
-/// Every multi-row change commits whole or not at all, and the changes a client
-/// naturally retries are idempotent. Run on a database of its own.
-async fn transactions_suite(db: Arc<dyn ManagementStore>) {
-    let users = || async {
-        db.list_principals(&Principal::User(String::new()))
-            .await
-            .unwrap()
-    };
+/// Forty groups, `team00` to `team39`, created.
+async fn teams(db: &dyn ManagementStore) -> Vec<String> {
     let teams: Vec<String> = (0..40).map(|i| format!("team{i:02}")).collect();
     for t in &teams {
         db.create_group(t).await.unwrap();
     }
+    teams
+}
+
+/// A user or a machine with its groups is created whole or not at all, and a
+/// retried user creation is idempotent.
+async fn a_user_or_machine_with_groups_is_whole(db: Arc<dyn ManagementStore>) {
+    let users = || async { db.list_principals(PrincipalKind::User).await.unwrap() };
+    let teams = teams(&*db).await;
 
     // A user with groups, one of them missing: nothing at all, and the message names it.
     let mut with_ghost = teams.clone();
@@ -791,7 +808,7 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
     }
     assert_eq!(db.machine_by_credential("hash-pc9").await.unwrap(), None);
     assert!(
-        db.list_principals(&Principal::Machine(String::new()))
+        db.list_principals(PrincipalKind::Machine)
             .await
             .unwrap()
             .is_empty()
@@ -810,9 +827,13 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
             .await,
         Err(StoreError::Conflict(_))
     ));
+}
 
-    // Several changes to a connection group: all with one new version, or none.
-    let pkg = Uuid::from_u128(0xCCCC);
+/// Several changes to a connection group, and an upgrade with its transfer,
+/// commit whole (with one new version) or not at all; a retried upgrade completes.
+async fn multi_row_changes_are_whole(db: Arc<dyn ManagementStore>) {
+    teams(&*db).await;
+    let pkg = PackageId(Uuid::from_u128(0xCCCC));
     let v1 = version(pkg, 11, "Tool");
     db.add_package_version(v1.clone()).await.unwrap();
     let cg = db.create_connection_group("Tools", 4).await.unwrap();
@@ -828,7 +849,7 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
             cg.id,
             vec![
                 ConnectionGroupChange::Rename("Renamed".into()),
-                member(Uuid::from_u128(0xDEAD)),
+                member(PackageId(Uuid::from_u128(0xDEAD))),
             ],
         )
         .await,
@@ -872,7 +893,7 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
     };
     let v2 = version(pkg, 12, "Tool");
     // From a version of another package: refused, and the new version is not recorded.
-    let stranger = version(Uuid::from_u128(0xEEEE), 13, "Other");
+    let stranger = version(PackageId(Uuid::from_u128(0xEEEE)), 13, "Other");
     db.add_package_version(stranger.clone()).await.unwrap();
     assert!(matches!(
         db.upgrade_package_version(v2.clone(), stranger.version_id, all)
@@ -880,7 +901,7 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
-        db.upgrade_package_version(v2.clone(), Uuid::from_u128(404), all)
+        db.upgrade_package_version(v2.clone(), VersionId(Uuid::from_u128(404)), all)
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -919,8 +940,10 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
         .await
         .unwrap();
     assert!(db.entitlements(v3.version_id).await.unwrap().is_empty());
+}
 
-    // The last administrator stays, also when the last two are removed at once.
+/// The last administrator stays, also when the last two are removed at once.
+async fn the_last_administrator_stays(db: Arc<dyn ManagementStore>) {
     db.add_administrator("first", None).await.unwrap();
     for round in 0..5 {
         let current = db.list_administrators().await.unwrap()[0].name.clone();
@@ -945,17 +968,183 @@ async fn transactions_suite(db: Arc<dyn ManagementStore>) {
     }
 }
 
+/// A client's newest report decides its ClientInformation and package list,
+/// whatever the order inside a batch: the newer report first, the older last.
+async fn the_newest_report_wins_within_a_batch(db: Arc<dyn ReportingStore>) {
+    let (newer, older) = newer_and_older("pc7");
+    db.ingest(&[newer.clone(), older]).await.unwrap();
+    assert_state_of(&*db, &newer).await;
+}
+
+/// A report older than what is stored, arriving in a later batch (a client
+/// resending its queue), changes neither the client nor its package list.
+async fn an_older_report_arriving_later_changes_nothing(db: Arc<dyn ReportingStore>) {
+    let (newer, older) = newer_and_older("pc8");
+    db.ingest(std::slice::from_ref(&newer)).await.unwrap();
+    db.ingest(&[older]).await.unwrap();
+    assert_state_of(&*db, &newer).await;
+    // A newer report after that still replaces both.
+    let mut newest = report(32, "pc8", 9, &[], &[(3, 5)]);
+    newest.client.client_version = "5.1.300.0".into();
+    db.ingest(std::slice::from_ref(&newest)).await.unwrap();
+    assert_state_of(&*db, &newest).await;
+}
+
+/// Two reports of one client, a day apart, that differ in client version and package list.
+fn newer_and_older(host: &str) -> (ClientReport, ClientReport) {
+    let mut newer = report(31, host, 6, &[("App", "u")], &[(1, 80)]);
+    newer.client.client_version = "5.1.200.0".into();
+    let mut older = report(30, host, 5, &[("App", "u")], &[(2, 30)]);
+    older.client.client_version = "5.1.100.0".into();
+    (newer, older)
+}
+
+/// The Reporting DB shows `report`'s client and package list for its host.
+async fn assert_state_of(db: &dyn ReportingStore, report: &ClientReport) {
+    let caches = db.client_caches().await.unwrap();
+    let cache = caches
+        .iter()
+        .find(|c| c.client.host_name == report.client.host_name)
+        .expect("the client is known");
+    assert_eq!(cache.client, report.client);
+    assert_eq!(cache.last_report_at, report.received_at);
+    assert_eq!(
+        cache
+            .packages
+            .iter()
+            .map(|p| (p.version_id, p.percent_cached))
+            .collect::<Vec<_>>(),
+        report
+            .packages
+            .iter()
+            .map(|p| (p.version_id, p.percent_cached))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---- harness: one test per case and backend ----
+
+/// One throwaway PostgreSQL server shared by every test of this binary that
+/// runs while it is up, with a database of its own per test. A static would
+/// never be dropped (and the server never stopped), so it is held by the
+/// tests themselves: the last one to finish stops it, and a later test starts
+/// another. Tests run in name order, so the `postgres::*` ones run together.
+fn shared_postgres() -> Arc<Postgres> {
+    static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pg) = shared.upgrade() {
+        return pg;
+    }
+    let pg = Arc::new(Postgres::start().unwrap());
+    *shared = Arc::downgrade(&pg);
+    pg
+}
+
+/// A database name no other test of this process uses.
+fn unique_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Where a case's database lives.
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test, removed with it.
+struct TestDb {
+    url: String,
+    _pg: Option<Arc<Postgres>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                TestDb {
+                    url: format!("sqlite:{}", dir.path().join("test.db").display()),
+                    _pg: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let pg = shared_postgres();
+                let name = unique_name();
+                pg.create_database(&name).unwrap();
+                TestDb {
+                    url: pg.url(&name),
+                    _pg: Some(pg),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    async fn management(&self) -> Arc<dyn ManagementStore> {
+        avail_store::install(&self.url, DatabaseKind::Management)
+            .await
+            .unwrap();
+        avail_store::open_management(&self.url).await.unwrap()
+    }
+
+    async fn reporting(&self) -> Arc<dyn ReportingStore> {
+        avail_store::install(&self.url, DatabaseKind::Reporting)
+            .await
+            .unwrap();
+        avail_store::open_reporting(&self.url).await.unwrap()
+    }
+}
+
+/// `sqlite::<case>` and `postgres::<case>` for every case, each on a fresh
+/// database, so that a failure names the rule and the backend.
+macro_rules! conformance {
+    ($($open:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        mod sqlite {
+            $($(
+                #[tokio::test]
+                async fn $case() {
+                    let db = super::TestDb::new(super::Backend::Sqlite);
+                    super::$case(db.$open().await).await;
+                }
+            )*)*
+        }
+        mod postgres {
+            $($(
+                #[tokio::test]
+                async fn $case() {
+                    let db = super::TestDb::new(super::Backend::Postgres);
+                    super::$case(db.$open().await).await;
+                }
+            )*)*
+        }
+    };
+}
+
+conformance! {
+    management: [
+        catalog,
+        publishing_servers,
+        administrators_and_tokens,
+        hostile_input_is_data,
+        a_user_or_machine_with_groups_is_whole,
+        multi_row_changes_are_whole,
+        the_last_administrator_stays,
+    ],
+    reporting: [
+        reporting,
+        the_newest_report_wins_within_a_batch,
+        an_older_report_arriving_later_changes_nothing,
+    ],
+}
+
 #[tokio::test]
-async fn sqlite_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = format!("sqlite:{}", dir.path().join("management.db").display());
-    let r = format!("sqlite:{}", dir.path().join("reporting.db").display());
-    management_suite(avail_store::open_management(&m).await.unwrap()).await;
-    reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
-    let t = format!("sqlite:{}", dir.path().join("transactions.db").display());
-    transactions_suite(avail_store::open_management(&t).await.unwrap()).await;
-    // Reopening finds the data and the schema in place.
-    let again = avail_store::open_management(&m).await.unwrap();
+async fn sqlite_reopening_finds_the_data_and_the_schema() {
+    let db = TestDb::new(Backend::Sqlite);
+    catalog(db.management().await).await;
+    let again = avail_store::open_management(&db.url).await.unwrap();
     assert_eq!(
         again
             .list_package_versions(&PackageFilter::default())
@@ -965,7 +1154,7 @@ async fn sqlite_conforms() {
         2
     );
     assert_eq!(
-        avail_store::status(&m, DatabaseKind::Management)
+        avail_store::status(&db.url, DatabaseKind::Management)
             .await
             .unwrap()
             .installed,
@@ -974,64 +1163,41 @@ async fn sqlite_conforms() {
 }
 
 #[tokio::test]
-async fn postgres_conforms() {
-    let pg = Postgres::start().unwrap();
-    pg.create_database("avail_management").unwrap();
-    pg.create_database("avail_reporting").unwrap();
-    let (m, r) = (pg.url("avail_management"), pg.url("avail_reporting"));
+async fn postgres_refuses_an_uninstalled_database_and_installs_idempotently() {
+    let db = TestDb::new(Backend::Postgres);
     // Not installed: opening is refused with a message that says what to do.
-    match avail_store::open_management(&m).await {
+    match avail_store::open_management(&db.url).await {
         Err(StoreError::Schema(msg)) => assert!(msg.contains("avail db install"), "{msg}"),
         other => panic!("{:?}", other.err()),
     }
-    assert_eq!(
-        avail_store::install(&m, DatabaseKind::Management)
-            .await
-            .unwrap()
-            .installed,
-        1
-    );
-    assert_eq!(
-        avail_store::install(&r, DatabaseKind::Reporting)
-            .await
-            .unwrap()
-            .installed,
-        1
-    );
-    // Installing again changes nothing.
-    assert!(
-        avail_store::install(&m, DatabaseKind::Management)
-            .await
-            .unwrap()
-            .is_current()
-    );
-    management_suite(avail_store::open_management(&m).await.unwrap()).await;
-    reporting_suite(avail_store::open_reporting(&r).await.unwrap()).await;
-    pg.create_database("avail_transactions").unwrap();
-    let t = pg.url("avail_transactions");
-    avail_store::install(&t, DatabaseKind::Management)
-        .await
-        .unwrap();
-    transactions_suite(avail_store::open_management(&t).await.unwrap()).await;
+    for _ in 0..2 {
+        assert!(
+            avail_store::install(&db.url, DatabaseKind::Management)
+                .await
+                .unwrap()
+                .is_current()
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_database_newer_than_avail_is_refused() {
-    let pg = Postgres::start().unwrap();
-    pg.create_database("m").unwrap();
-    avail_store::install(&pg.url("m"), DatabaseKind::Management)
+    let pg = shared_postgres();
+    let m = unique_name();
+    pg.create_database(&m).unwrap();
+    avail_store::install(&pg.url(&m), DatabaseKind::Management)
         .await
         .unwrap();
     pg.psql(
-        "m",
+        &m,
         "INSERT INTO schema_version (version, name) VALUES (99, '099_future')",
     )
     .unwrap();
     for result in [
-        avail_store::install(&pg.url("m"), DatabaseKind::Management)
+        avail_store::install(&pg.url(&m), DatabaseKind::Management)
             .await
             .map(|_| ()),
-        avail_store::open_management(&pg.url("m")).await.map(|_| ()),
+        avail_store::open_management(&pg.url(&m)).await.map(|_| ()),
     ] {
         match result {
             Err(StoreError::Schema(msg)) => {
@@ -1061,8 +1227,9 @@ async fn a_database_newer_than_avail_is_refused() {
 
 #[tokio::test]
 async fn a_dba_can_install_with_psql_from_the_sql_files() {
-    let pg = Postgres::start().unwrap();
-    pg.create_database("avail_management").unwrap();
+    let pg = shared_postgres();
+    let name = unique_name();
+    pg.create_database(&name).unwrap();
     let root =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql/postgres/management");
     let mut files: Vec<_> = std::fs::read_dir(&root)
@@ -1079,7 +1246,7 @@ async fn a_dba_can_install_with_psql_from_the_sql_files() {
                 "ON_ERROR_STOP=1",
                 "-q",
                 "-d",
-                &pg.url("avail_management"),
+                &pg.url(&name),
                 "-f",
             ])
             .arg(&file)
@@ -1092,7 +1259,7 @@ async fn a_dba_can_install_with_psql_from_the_sql_files() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let url = pg.url("avail_management");
+    let url = pg.url(&name);
     assert!(
         avail_store::status(&url, DatabaseKind::Management)
             .await
@@ -1107,12 +1274,8 @@ async fn a_dba_can_install_with_psql_from_the_sql_files() {
 /// deadlock (each batch locks clients in host-name order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ingest_on_postgres_does_not_deadlock() {
-    let pg = Postgres::start().unwrap();
-    pg.create_database("r").unwrap();
-    avail_store::install(&pg.url("r"), DatabaseKind::Reporting)
-        .await
-        .unwrap();
-    let db = avail_store::open_reporting(&pg.url("r")).await.unwrap();
+    let held = TestDb::new(Backend::Postgres);
+    let db = held.reporting().await;
     let hosts = ["pc1", "pc2", "pc3", "pc4", "pc5", "pc6"];
     let tasks: Vec<_> = (0..4u128)
         .map(|t| {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use avail_model::*;
 use avail_store::DatabaseKind;
-use avail_store::model::*;
 use avail_testkit::Postgres;
 use chrono::Utc;
 use uuid::Uuid;
@@ -24,8 +24,8 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 
 fn version(i: usize) -> NewPackageVersion {
     NewPackageVersion {
-        package_id: Uuid::from_u128(7),
-        version_id: Uuid::from_u128(1000 + i as u128),
+        package_id: PackageId(Uuid::from_u128(7)),
+        version_id: VersionId(Uuid::from_u128(1000 + i as u128)),
         name: "Failover".into(),
         version: format!("1.0.{i}.0"),
         content_path: format!("packages/7/{i}.appv"),
@@ -146,7 +146,7 @@ async fn acknowledged_writes_survive_a_primary_failover() {
         .await
         .unwrap();
     assert_eq!(versions.len(), WRITES);
-    let mut ids: Vec<Uuid> = versions.iter().map(|v| v.package.version_id).collect();
+    let mut ids: Vec<VersionId> = versions.iter().map(|v| v.package.version_id).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Test-only helpers shared by the integration tests of the Avail crates.
 //!
-//! [`AvailNode`] runs the real `avail server` on free ports of 127.0.0.1.
+//! [`AvailNode`] runs the real `avail server` on ports of 127.0.0.1 it picks itself.
 //! The other main piece is [`Postgres`]: a real, throwaway PostgreSQL server in a
 //! temporary directory on a free port of 127.0.0.1, started with the server
 //! binaries of the machine (`/usr/lib/postgresql/*/bin`). It can also be set up
@@ -25,5 +25,5 @@ mod node;
 mod postgres;
 mod process;
 
-pub use node::{AvailNode, free_port, http_status};
+pub use node::{AvailNode, http_status};
 pub use postgres::{Postgres, bin_dir};

@@ -1,14 +1,17 @@
 //! A real `avail server` process for integration tests: [`AvailNode`].
 //!
 //! The node runs in a temporary directory of its own (data directory and log
-//! file), on free ports of 127.0.0.1, and is killed and removed when dropped.
-//! [`AvailNode::start`] returns once the management role answers `/readyz` with
+//! file), on ports of 127.0.0.1 that the server picks itself (port 0: no race
+//! with other tests for a port found free a moment before) and writes to
+//! `<data>/listen.json` once bound, and is killed and removed when dropped.
+//! [`AvailNode::restart`] asks for the same ports again. [`AvailNode::start`]
+//! returns once that file is there, the management role answers `/readyz` with
 //! 200 and the bootstrap administrator's token is on disk. Readiness is probed
 //! with a plain HTTP/1.0 request over a `TcpStream`, so the fixture needs no
 //! HTTP client or async runtime. The HA harness of later work reuses it.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -31,14 +34,6 @@ pub struct AvailNode {
     dir: tempfile::TempDir,
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0")
-}
-
 /// The status code of `GET path` on `addr` (`host:port`), or `None` when the
 /// server does not answer within two seconds.
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
@@ -53,27 +48,34 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// `bin server` on `data`, logging (appending) to `dir/server.log`.
+/// The file in the data directory where the server writes the addresses it
+/// bound (`avail_server::LISTEN_FILE`).
+const LISTEN_FILE: &str = "listen.json";
+
+/// `bin server` on `data` listening on `management` and `content`
+/// (`host:port`, port 0 for any), logging (appending) to `dir/server.log`.
 fn spawn(
     bin: &Path,
     data: &Path,
     dir: &Path,
-    management_port: u16,
-    content_port: u16,
+    management: &str,
+    content: &str,
     env: &[(String, String)],
 ) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("server.log"))?;
+    // What a killed server left behind must not pass for the new one's.
+    match std::fs::remove_file(data.join(LISTEN_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     Command::new(bin)
         .args(["server", "--data-dir"])
         .arg(data)
-        .env(
-            "AVAIL_MANAGEMENT_LISTEN",
-            format!("127.0.0.1:{management_port}"),
-        )
-        .env("AVAIL_CONTENT_LISTEN", format!("127.0.0.1:{content_port}"))
+        .env("AVAIL_MANAGEMENT_LISTEN", management)
+        .env("AVAIL_CONTENT_LISTEN", content)
         .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
         .env_remove("AVAIL_TOKEN")
         .env_remove("AVAIL_SERVER")
@@ -95,7 +97,6 @@ impl AvailNode {
         env: &[(&str, &str)],
     ) -> anyhow::Result<AvailNode> {
         let dir = tempfile::tempdir()?;
-        let (m, c) = (free_port(), free_port());
         let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -104,12 +105,13 @@ impl AvailNode {
             env.push(("AVAIL_MANAGEMENT_DATABASE_URL".into(), url.to_owned()));
         }
         let data = dir.path().join("data");
-        let child = spawn(bin, &data, dir.path(), m, c, &env)?;
+        let any = "127.0.0.1:0";
+        let child = spawn(bin, &data, dir.path(), any, any, &env)?;
         let mut node = AvailNode {
             child,
             bin: bin.to_owned(),
-            url: format!("http://127.0.0.1:{m}"),
-            content_url: format!("http://127.0.0.1:{c}"),
+            url: String::new(),
+            content_url: String::new(),
             token: String::new(),
             data,
             env,
@@ -129,31 +131,30 @@ impl AvailNode {
     /// (after [`AvailNode::kill`] or an exit), and wait until it is ready.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let port = |url: &str| -> u16 {
-            url.rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0)
-        };
         self.child = spawn(
             &self.bin,
             &self.data,
             self.dir.path(),
-            port(&self.url),
-            port(&self.content_url),
+            self.addr(),
+            self.content_addr(),
             &self.env,
         )?;
         self.wait_ready()
     }
 
+    /// Wait for the addresses the server bound, then for it to be ready.
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        let addr = self.addr().to_owned();
         loop {
-            let token = std::fs::read_to_string(self.data.join("admin-token")).unwrap_or_default();
-            if !token.trim().is_empty() && http_status(&addr, "/readyz") == Some(200) {
-                self.token = token.trim().to_owned();
-                return Ok(());
+            if let Some((management, content)) = self.bound()? {
+                self.url = format!("http://{management}");
+                self.content_url = format!("http://{content}");
+                let token =
+                    std::fs::read_to_string(self.data.join("admin-token")).unwrap_or_default();
+                if !token.trim().is_empty() && http_status(&management, "/readyz") == Some(200) {
+                    self.token = token.trim().to_owned();
+                    return Ok(());
+                }
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!("avail server exited with {status}: {}", self.log());
@@ -163,6 +164,26 @@ impl AvailNode {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The management and content addresses in the server's listen file, once
+    /// it has written it.
+    fn bound(&self) -> anyhow::Result<Option<(String, String)>> {
+        let path = self.data.join(LISTEN_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let bound: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON: {text}", path.display()))?;
+        let address = |role: &str| {
+            bound[role]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no {role} address in {}: {text}", path.display()))
+        };
+        Ok(Some((address("management")?, address("content")?)))
     }
 
     /// `host:port` of the management role.

@@ -5,11 +5,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::ids::{ConnectionGroupId, PackageId, VersionId};
+
 /// An application a package version offers (from its manifest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Application {
     /// Application id, unique within the version.
     pub id: String,
@@ -20,13 +22,12 @@ pub struct Application {
 }
 
 /// What the management service records when it imports a package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewPackageVersion {
     /// `appv:PackageId`: the package across its versions.
-    pub package_id: Uuid,
+    pub package_id: PackageId,
     /// `appv:VersionId`: this version.
-    pub version_id: Uuid,
+    pub version_id: VersionId,
     /// Display name.
     pub name: String,
     /// Version string (`1.2.0.0`).
@@ -42,8 +43,7 @@ pub struct NewPackageVersion {
 }
 
 /// A package version as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PackageVersion {
     /// What was imported.
     #[serde(flatten)]
@@ -66,20 +66,18 @@ pub struct Added<T> {
 }
 
 /// Narrow the package list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PackageFilter {
     /// Names containing this (case-insensitive).
     pub name_contains: Option<String>,
     /// Only versions of this package.
-    pub package_id: Option<Uuid>,
+    pub package_id: Option<PackageId>,
     /// Only published (`Some(true)`) or unpublished (`Some(false)`) versions.
     pub published: Option<bool>,
 }
 
 /// A group entitled to a package version (App-V: "access", granted per AD group).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Entitlement {
     /// The group.
     pub group: String,
@@ -88,8 +86,7 @@ pub struct Entitlement {
 }
 
 /// What an upgrade carries from the previous version (App-V: "transfer access and configuration").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
     /// Copy the groups entitled, with their user configurations.
     pub entitlements: bool,
@@ -98,23 +95,21 @@ pub struct Transfer {
 }
 
 /// A member package of a connection group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConnectionGroupMember {
     /// The member package.
-    pub package_id: Uuid,
+    pub package_id: PackageId,
     /// The version to use; `None` means any version (App-V's `VersionId="*"`).
-    pub version_id: Option<Uuid>,
+    pub version_id: Option<VersionId>,
     /// Whether the group works without this package (App-V's `IsOptional`).
     pub optional: bool,
 }
 
 /// A connection group: packages that share one virtual environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConnectionGroup {
     /// `AppConnectionGroupId`.
-    pub id: Uuid,
+    pub id: ConnectionGroupId,
     /// Changes with every change to the group, as App-V's group `VersionId`.
     pub version_id: Uuid,
     /// Display name, unique.
@@ -132,8 +127,7 @@ pub struct ConnectionGroup {
 }
 
 /// A change to a connection group; every change gives the group a new `version_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum ConnectionGroupChange {
     /// New display name.
     Rename(String),
@@ -144,12 +138,12 @@ pub enum ConnectionGroupChange {
     /// Move a member to a position (0 = highest precedence).
     MoveMember {
         /// The member package.
-        package_id: Uuid,
+        package_id: PackageId,
         /// Its new position.
         position: usize,
     },
     /// Remove a member.
-    RemoveMember(Uuid),
+    RemoveMember(PackageId),
     /// Entitle a group.
     Grant(String),
     /// Remove a group's entitlement.
@@ -159,8 +153,7 @@ pub enum ConnectionGroupChange {
 }
 
 /// Someone or something in the directory.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Principal {
     /// A user.
@@ -171,9 +164,81 @@ pub enum Principal {
     Group(String),
 }
 
+impl Principal {
+    /// What kind of principal it is.
+    pub fn kind(&self) -> PrincipalKind {
+        match self {
+            Principal::User(_) => PrincipalKind::User,
+            Principal::Machine(_) => PrincipalKind::Machine,
+            Principal::Group(_) => PrincipalKind::Group,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::User(n) | Principal::Machine(n) | Principal::Group(n) => n,
+        }
+    }
+}
+
+impl PrincipalKind {
+    /// The path segment the API names the kind by (`users`, `machines`, `groups`).
+    pub fn segment(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "users",
+            PrincipalKind::Machine => "machines",
+            PrincipalKind::Group => "groups",
+        }
+    }
+
+    /// The kind a path segment names (singular or plural), if any.
+    pub fn from_segment(segment: &str) -> Option<Self> {
+        match segment {
+            "users" | "user" => Some(PrincipalKind::User),
+            "machines" | "machine" => Some(PrincipalKind::Machine),
+            "groups" | "group" => Some(PrincipalKind::Group),
+            _ => None,
+        }
+    }
+
+    /// A principal of this kind with `name`.
+    pub fn named(self, name: String) -> Principal {
+        match self {
+            PrincipalKind::User => Principal::User(name),
+            PrincipalKind::Machine => Principal::Machine(name),
+            PrincipalKind::Group => Principal::Group(name),
+        }
+    }
+}
+
+/// The kinds of principal the directory holds.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// Users.
+    User,
+    /// Machines.
+    Machine,
+    /// Groups.
+    Group,
+}
+
+/// A raw report as the reporting service received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RawReport {
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// The address or name it came from.
+    pub source_host: String,
+    /// The body as received.
+    pub body: String,
+}
+
 /// A registered publishing server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PublishingServer {
     /// Its name.
     pub name: String,
@@ -186,8 +251,7 @@ pub struct PublishingServer {
 }
 
 /// An administrator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Administrator {
     /// Login name.
     pub name: String,
@@ -198,8 +262,7 @@ pub struct Administrator {
 }
 
 /// A report as the reporting service received it, with what it says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientReport {
     /// Report id: the client's, or derived from the host and body; a retry has the same id.
     pub id: Uuid,
@@ -218,8 +281,7 @@ pub struct ClientReport {
 }
 
 /// `CLIENT_DATA`: App-V's ClientInformation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClientInformation {
     /// `Host`: the client's FQDN.
     pub host_name: String,
@@ -236,8 +298,7 @@ pub struct ClientInformation {
 }
 
 /// `PKG_DATA`: App-V's PackageInformation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PackageInformation {
     /// `Guid`: package or connection group id.
     pub package_id: Uuid,
@@ -254,8 +315,7 @@ pub struct PackageInformation {
 }
 
 /// `APP_RECORD`: App-V's ApplicationUsage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApplicationUsage {
     /// `Name`: the application.
     pub application: String,
@@ -278,8 +338,7 @@ pub struct ApplicationUsage {
 }
 
 /// What a batch of reports did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct IngestResult {
     /// Reports stored now.
     pub stored: u64,
@@ -288,8 +347,7 @@ pub struct IngestResult {
 }
 
 /// Launch counts, for the reports App-V administrators run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LaunchCount {
     /// What is counted: an application name, a user, or a package version id.
     pub key: String,
@@ -300,8 +358,7 @@ pub struct LaunchCount {
 }
 
 /// How launches are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum LaunchGrouping {
     /// Per application and day.
     ApplicationPerDay,
@@ -312,8 +369,7 @@ pub enum LaunchGrouping {
 }
 
 /// A client and how much of each package it has cached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClientCache {
     /// The client.
     pub client: ClientInformation,
@@ -324,8 +380,7 @@ pub struct ClientCache {
 }
 
 /// Whether a database's schema is one this Avail can use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SchemaStatus {
     /// The version installed (0 = nothing installed).
     pub installed: i32,

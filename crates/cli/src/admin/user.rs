@@ -1,0 +1,56 @@
+//! `avail admin user …`: users in the directory, created with their groups.
+
+use anyhow::Result;
+use avail_model::api::*;
+use avail_model::endpoint::*;
+use clap::Subcommand;
+
+use super::{Admin, print_names, shown};
+
+#[derive(Subcommand)]
+pub(super) enum UserCmd {
+    /// Add a user.
+    Create {
+        name: String,
+        /// Groups to put the user in (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Remove a user.
+    Delete { name: String },
+    /// List users.
+    List,
+}
+
+pub(super) async fn run(c: &Admin, cmd: UserCmd) -> Result<()> {
+    match cmd {
+        UserCmd::Create { name, groups } => {
+            let u = c
+                .send(&CreateUser {
+                    body: CreateUserRequest { name, groups },
+                })
+                .await?;
+            if let (false, Some(u)) = (c.json, u) {
+                let groups = if u.groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {}", u.groups.join(", "))
+                };
+                let verb = if u.created {
+                    "created user"
+                } else {
+                    "user already exists:"
+                };
+                println!("{verb} {}{}", shown(&u.name), shown(&groups));
+            }
+        }
+        UserCmd::Delete { name } => c.act(&DeleteUser { name }, "deleted").await?,
+        UserCmd::List => {
+            let names = c.get(&ListUsers {}).await?;
+            if !c.json {
+                print_names(&names);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Typed endpoints: each request of the management API knows its method, its
+//! route template (which the server's router registers) and the concrete path
+//! it is sent to (path segments percent-encoded), and what it answers with. The
+//! router and the [`ManagementClient`](crate::client) are built from this one
+//! table, so that a path cannot differ between them.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::*;
+use crate::domain::{Administrator, ConnectionGroup, PackageVersion, PublishingServer};
+
+/// HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+/// One operation of the API.
+pub trait Endpoint {
+    /// Its method.
+    const METHOD: Method;
+    /// Its route template, as the router registers it (`/api/v1/users/{name}`).
+    const ROUTE: &'static str;
+    /// What a success answers with (`()` for no body).
+    type Response: DeserializeOwned;
+    /// The JSON body sent, if any.
+    type Body: Serialize;
+    /// The concrete path, segments percent-encoded.
+    fn path(&self) -> String;
+    /// The body to send.
+    fn body(&self) -> Option<&Self::Body>;
+}
+
+/// What a path segment must not contain unencoded: everything but RFC 3986's
+/// unreserved characters, so that a name people type cannot change the path.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One path segment, percent-encoded.
+pub fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// `route` with each `{name}` replaced by its value from `segments`, encoded.
+fn fill(route: &str, segments: &[(&str, &str)]) -> String {
+    let mut path = route.to_owned();
+    for (name, value) in segments {
+        path = path.replace(&format!("{{{name}}}"), &segment(value));
+    }
+    path
+}
+
+/// Declares each endpoint: a struct with its path segments (strings, as
+/// people type them) and its body, and its [`Endpoint`] impl.
+macro_rules! endpoints {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident),* } $(body: $body:ty)? => $method:ident $route:literal -> $resp:ty;
+    )*) => {
+    $(
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            $(
+                #[doc = concat!("The `{", stringify!($field), "}` path segment.")]
+                pub $field: String,
+            )*
+            $(
+                /// The request body.
+                pub body: $body,
+            )?
+        }
+
+        impl Endpoint for $name {
+            const METHOD: Method = Method::$method;
+            const ROUTE: &'static str = $route;
+            type Response = $resp;
+            type Body = endpoints!(@body $($body)?);
+
+            fn path(&self) -> String {
+                fill($route, &[$((stringify!($field), self.$field.as_str())),*])
+            }
+
+            fn body(&self) -> Option<&Self::Body> {
+                endpoints!(@body_of self $($body)?)
+            }
+        }
+    )*
+
+        /// Every endpoint's method and route template: the table the router
+        /// and the OpenAPI document are checked against.
+        pub fn table() -> Vec<(Method, &'static str)> {
+            vec![
+                $((Method::$method, $route),)*
+                (ListPackages::METHOD, ListPackages::ROUTE),
+                (UpgradePackage::METHOD, UpgradePackage::ROUTE),
+            ]
+        }
+    };
+    (@body) => { () };
+    (@body $body:ty) => { $body };
+    (@body_of $self:ident) => { None };
+    (@body_of $self:ident $body:ty) => { Some(&$self.body) };
+}
+
+endpoints! {
+    /// Import an uploaded package (`Import-AppvServerPackage`); the body is the `.appv` file, sent with [`ManagementClient::upload`](crate::client::ManagementClient::upload).
+    UploadPackage {} => Post "/api/v1/packages" -> ImportResponse;
+    /// Import a package already in the content store.
+    ImportFromStore {} body: ImportFromStoreRequest => Post "/api/v1/packages/import" -> ImportResponse;
+    /// A package version with its entitlements and configuration (`Get-AppvServerPackage`).
+    ShowPackage { pkg } => Get "/api/v1/packages/{pkg}" -> PackageDetails;
+    /// Remove a version (`Remove-AppvServerPackage`).
+    RemovePackage { pkg } => Delete "/api/v1/packages/{pkg}" -> PackageVersion;
+    /// Publish a version (`Publish-AppvServerPackage`).
+    PublishPackage { pkg } => Post "/api/v1/packages/{pkg}/publish" -> PackageVersion;
+    /// Unpublish a version (`Unpublish-AppvServerPackage`).
+    UnpublishPackage { pkg } => Post "/api/v1/packages/{pkg}/unpublish" -> PackageVersion;
+    /// The deployment configuration of a version.
+    GetDeploymentConfig { pkg } => Get "/api/v1/packages/{pkg}/deployment-config" -> Option<String>;
+    /// Set the deployment configuration.
+    SetDeploymentConfig { pkg } body: DeploymentConfigRequest => Put "/api/v1/packages/{pkg}/deployment-config" -> ();
+    /// Clear the deployment configuration.
+    ClearDeploymentConfig { pkg } => Delete "/api/v1/packages/{pkg}/deployment-config" -> ();
+    /// Entitle a group (`Grant-AppvServerPackage`).
+    GrantPackage { pkg, group } body: GrantRequest => Put "/api/v1/packages/{pkg}/entitlements/{group}" -> ();
+    /// Remove a group's entitlement (`Revoke-AppvServerPackage`).
+    RevokePackage { pkg, group } => Delete "/api/v1/packages/{pkg}/entitlements/{group}" -> ();
+
+    /// Connection groups, by priority then name.
+    ListConnectionGroups {} => Get "/api/v1/connection-groups" -> Vec<ConnectionGroup>;
+    /// Create a connection group (`New-AppvServerConnectionGroup`).
+    CreateConnectionGroup {} body: CreateConnectionGroupRequest => Post "/api/v1/connection-groups" -> ConnectionGroup;
+    /// One connection group.
+    ShowConnectionGroup { cg } => Get "/api/v1/connection-groups/{cg}" -> ConnectionGroup;
+    /// Rename a connection group or change its priority.
+    UpdateConnectionGroup { cg } body: UpdateConnectionGroupRequest => Patch "/api/v1/connection-groups/{cg}" -> ConnectionGroup;
+    /// Delete a connection group.
+    DeleteConnectionGroup { cg } => Delete "/api/v1/connection-groups/{cg}" -> ();
+    /// Publish a connection group.
+    PublishConnectionGroup { cg } => Post "/api/v1/connection-groups/{cg}/publish" -> ConnectionGroup;
+    /// Unpublish a connection group.
+    UnpublishConnectionGroup { cg } => Post "/api/v1/connection-groups/{cg}/unpublish" -> ConnectionGroup;
+    /// Add or change a member package.
+    SetMember { cg, pkg } body: SetMemberRequest => Put "/api/v1/connection-groups/{cg}/members/{pkg}" -> ConnectionGroup;
+    /// Remove a member package.
+    RemoveMember { cg, pkg } => Delete "/api/v1/connection-groups/{cg}/members/{pkg}" -> ConnectionGroup;
+    /// Entitle a group to a connection group.
+    GrantConnectionGroup { cg, group } => Put "/api/v1/connection-groups/{cg}/entitlements/{group}" -> ConnectionGroup;
+    /// Remove a group's entitlement to a connection group.
+    RevokeConnectionGroup { cg, group } => Delete "/api/v1/connection-groups/{cg}/entitlements/{group}" -> ConnectionGroup;
+
+    /// Registered publishing servers (`Get-AppvPublishingServer`).
+    ListServers {} => Get "/api/v1/publishing-servers" -> Vec<PublishingServer>;
+    /// Register a publishing server (`Add-AppvPublishingServer`).
+    RegisterServer {} body: RegisterServerRequest => Post "/api/v1/publishing-servers" -> RegisteredServer;
+    /// Unregister a publishing server (`Remove-AppvPublishingServer`).
+    UnregisterServer { name } => Delete "/api/v1/publishing-servers/{name}" -> ();
+
+    /// Administrators (`Get-AppvServerAdmin`).
+    ListAdministrators {} => Get "/api/v1/administrators" -> Vec<Administrator>;
+    /// Add an administrator (`Add-AppvServerAdmin`).
+    AddAdministrator {} body: AddAdministratorRequest => Post "/api/v1/administrators" -> ();
+    /// Remove an administrator (`Remove-AppvServerAdmin`); never the last.
+    RemoveAdministrator { name } => Delete "/api/v1/administrators/{name}" -> ();
+    /// Create an API token for an administrator.
+    CreateToken { name } body: CreateTokenRequest => Post "/api/v1/administrators/{name}/tokens" -> CreatedToken;
+
+    /// Users in the directory.
+    ListUsers {} => Get "/api/v1/users" -> Vec<String>;
+    /// Add a user, optionally into groups.
+    CreateUser {} body: CreateUserRequest => Post "/api/v1/users" -> CreatedUser;
+    /// Remove a user.
+    DeleteUser { name } => Delete "/api/v1/users/{name}" -> ();
+    /// Machines in the directory.
+    ListMachines {} => Get "/api/v1/machines" -> Vec<String>;
+    /// Add a machine, optionally into groups; its credential is in the answer only.
+    CreateMachine {} body: CreateMachineRequest => Post "/api/v1/machines" -> CreatedMachine;
+    /// Remove a machine.
+    DeleteMachine { name } => Delete "/api/v1/machines/{name}" -> ();
+    /// Groups in the directory.
+    ListGroups {} => Get "/api/v1/groups" -> Vec<String>;
+    /// Create a group.
+    CreateGroup {} body: CreateGroupRequest => Post "/api/v1/groups" -> ();
+    /// A group's direct members.
+    ShowGroup { name } => Get "/api/v1/groups/{name}" -> GroupMembers;
+    /// Delete a group.
+    DeleteGroup { name } => Delete "/api/v1/groups/{name}" -> ();
+    /// Put a user, machine or group (`kind`: [`PrincipalKind::segment`]) into a group.
+    AddGroupMember { name, kind, member } => Put "/api/v1/groups/{name}/members/{kind}/{member}" -> ();
+    /// Take a user, machine or group out of a group.
+    RemoveGroupMember { name, kind, member } => Delete "/api/v1/groups/{name}/members/{kind}/{member}" -> ();
+}
+
+/// Package versions, oldest first, narrowed by a [`PackageQuery`] (`Get-AppvServerPackage`).
+#[derive(Debug, Clone, Default)]
+pub struct ListPackages {
+    /// The filter, sent as the query string.
+    pub query: PackageQuery,
+}
+
+impl Endpoint for ListPackages {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/api/v1/packages";
+    type Response = Vec<PackageVersion>;
+    type Body = ();
+
+    fn path(&self) -> String {
+        let mut query = Vec::new();
+        if let Some(name) = &self.query.name {
+            query.push(format!("name={}", segment(name)));
+        }
+        if let Some(published) = self.query.published {
+            query.push(format!("published={published}"));
+        }
+        if query.is_empty() {
+            Self::ROUTE.to_owned()
+        } else {
+            format!("{}?{}", Self::ROUTE, query.join("&"))
+        }
+    }
+
+    fn body(&self) -> Option<&()> {
+        None
+    }
+}
+
+/// Import a new version of a package, optionally with App-V's transfer of
+/// entitlements and configuration; the body is the `.appv` file, sent with
+/// [`ManagementClient::upload`](crate::client::ManagementClient::upload).
+#[derive(Debug, Clone)]
+pub struct UpgradePackage {
+    /// The package: a name, a PackageId or a VersionId.
+    pub pkg: String,
+    /// The query: whether to transfer.
+    pub query: UpgradeQuery,
+}
+
+impl Endpoint for UpgradePackage {
+    const METHOD: Method = Method::Post;
+    const ROUTE: &'static str = "/api/v1/packages/{pkg}/upgrade";
+    type Response = UpgradeResponse;
+    type Body = ();
+
+    fn path(&self) -> String {
+        format!(
+            "{}?transfer={}",
+            fill(Self::ROUTE, &[("pkg", &self.pkg)]),
+            self.query.transfer
+        )
+    }
+
+    fn body(&self) -> Option<&()> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_so_that_no_name_changes_the_path() {
+        let e = GrantPackage {
+            pkg: "a/b c".into(),
+            group: "..%2F".into(),
+            body: GrantRequest::default(),
+        };
+        assert_eq!(e.path(), "/api/v1/packages/a%2Fb%20c/entitlements/..%252F");
+        let list = ListPackages {
+            query: PackageQuery {
+                name: Some("Foo & Bar".into()),
+                published: None,
+            },
+        };
+        assert_eq!(list.path(), "/api/v1/packages?name=Foo%20%26%20Bar");
+    }
+}

@@ -1,0 +1,25 @@
+//! Avail's shared vocabulary, free of any database driver: what the Management
+//! and Reporting DBs hold ([`domain`]), the ids that name those things
+//! ([`ids`]), the management API's requests and responses ([`api`]) with the
+//! method and path of each ([`endpoint`]), the JSON error body every role sends
+//! ([`ErrorBody`]), and the domain rules both database backends and the HTTP
+//! layer apply ([`rules`]). With the `client` feature, the async
+//! [`ManagementClient`](client::ManagementClient) that sends those requests.
+//!
+//! `avail-store`, `avail-server`, the `avail` binary and the coming client
+//! daemon depend on this crate; it depends on no database driver, so a client
+//! can speak the API without linking SQLite or PostgreSQL (`scripts/test`
+//! checks that with `cargo tree`).
+
+pub mod api;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod domain;
+pub mod endpoint;
+mod error;
+pub mod ids;
+pub mod rules;
+
+pub use domain::*;
+pub use error::ErrorBody;
+pub use ids::{ConnectionGroupId, PackageId, VersionId};
