@@ -320,7 +320,9 @@ async fn healthz() -> axum::Json<avail_model::api::Health> {
     })
 }
 
-async fn readyz(State(ready): State<Readiness>) -> (StatusCode, axum::Json<avail_model::api::Health>) {
+async fn readyz(
+    State(ready): State<Readiness>,
+) -> (StatusCode, axum::Json<avail_model::api::Health>) {
     let busy = if ready.connections.full() {
         Some(format!(
             "the connection limit ({}) is reached",
