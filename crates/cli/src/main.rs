@@ -39,6 +39,7 @@ enum Command {
     /// Run the server roles (management, content) on this machine.
     Server(server::ServerArgs),
     /// Administer a management server: packages, connection groups, directory, servers.
+    #[command(after_help = admin::HELP)]
     Admin(admin::AdminArgs),
 }
 
@@ -62,13 +63,47 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            match err.downcast_ref::<avail_format::FormatError>() {
-                Some(avail_format::FormatError::Io { .. })
-                | Some(avail_format::FormatError::Invalid(_))
-                | None => ExitCode::FAILURE,
-                Some(_) => ExitCode::from(EXIT_INVALID),
-            }
+            // The one place an error is printed: subcommands return theirs.
+            eprintln!("error: {}", report(&err));
+            ExitCode::from(exit_status(&err))
         }
     }
+}
+
+/// The exit status of a failed command: 3 when a package was refused (invalid,
+/// corrupt or hostile), here or by the management server; 1 otherwise.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    let refused_here = matches!(
+        err.downcast_ref::<avail_format::FormatError>(),
+        Some(e) if !matches!(
+            e,
+            avail_format::FormatError::Io { .. } | avail_format::FormatError::Invalid(_)
+        )
+    );
+    let refused_by_server = err
+        .downcast_ref::<admin::Refused>()
+        .is_some_and(admin::Refused::is_invalid_package);
+    if refused_here || refused_by_server {
+        EXIT_INVALID
+    } else {
+        1
+    }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text its
+/// parent already quotes (`cannot read X: No such file`) is not repeated.
+fn report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out.push_str(&text);
+        } else if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+    }
+    out
 }

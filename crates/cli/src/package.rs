@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use avail_format::manifest::{self, Application};
 use avail_format::streammap::FeatureFile;
 use avail_format::{ExtractOptions, FormatError, PackOptions, Package, names};
+use avail_format::{fsmeta, streammap};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -20,7 +21,9 @@ pub enum PackageCommand {
     /// paths on the client: DIR/opt/foo/bin/foo is /opt/foo/bin/foo. With
     /// --update-of OLD.appv, the package is a new version of OLD.
     Pack(Box<PackArgs>),
-    /// Show a package's identity, applications and contents (reads only its directory and metadata).
+    /// Show a package's identity, applications and contents (reads only its directory and
+    /// metadata). Files, blocks and bytes count the payload, not the package's own metadata
+    /// parts (AppxManifest.xml, StreamMap.xml, FilesystemMetadata.xml, AppxMetadata/…).
     Inspect {
         /// The package (.appv, .appx or .msix).
         file: PathBuf,
@@ -387,10 +390,16 @@ struct InspectOutput<'a> {
     package_id: Option<uuid::Uuid>,
     version_id: Option<uuid::Uuid>,
     applications: Vec<AppOutput<'a>>,
+    /// Payload files only: the package's own metadata parts are not counted.
     files: usize,
+    /// The package's own metadata parts (AppxManifest.xml, StreamMap.xml, …)
+    /// listed in its block map.
+    metadata_parts: usize,
+    /// Blocks of the payload files.
     blocks: usize,
     stored_blocks: usize,
     deflated_blocks: usize,
+    /// Uncompressed bytes of the payload files.
     bytes: u64,
     package_size: u64,
     publishing_feature_block: Vec<&'a str>,
@@ -406,12 +415,30 @@ struct AppOutput<'a> {
     arguments: Option<&'a str>,
 }
 
+/// Whether a block-map part is the package's own metadata (AppxManifest.xml,
+/// StreamMap.xml, FilesystemMetadata.xml, AppxMetadata\…) rather than payload.
+/// The footprint parts (`AppxBlockMap.xml`, `[Content_Types].xml`, the signature)
+/// are not in the block map at all.
+fn is_metadata_part(name: &str) -> bool {
+    const METADATA_DIR: &str = "AppxMetadata\\";
+    [manifest::PART, streammap::PART, fsmeta::PART]
+        .iter()
+        .any(|part| names::same_part(part, name))
+        || name
+            .get(..METADATA_DIR.len())
+            .is_some_and(|dir| names::same_part(dir, METADATA_DIR))
+}
+
 fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
     let package = open(file)?;
     let m = package.manifest();
+    let payload: Vec<_> = package
+        .files()
+        .iter()
+        .filter(|f| !is_metadata_part(&f.map.name))
+        .collect();
     let count = |deflated: bool| -> usize {
-        package
-            .files()
+        payload
             .iter()
             .filter(|f| f.deflated == deflated)
             .map(|f| f.map.blocks.len())
@@ -440,11 +467,12 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
                 arguments: a.arguments.as_deref(),
             })
             .collect(),
-        files: package.files().len(),
+        files: payload.len(),
+        metadata_parts: package.files().len() - payload.len(),
         blocks: count(true) + count(false),
         stored_blocks: count(false),
         deflated_blocks: count(true),
-        bytes: package.files().iter().map(|f| f.map.size).sum(),
+        bytes: payload.iter().map(|f| f.map.size).sum(),
         package_size: std::fs::metadata(file)?.len(),
         publishing_feature_block: feature(false),
         primary_feature_block: feature(true),
@@ -465,11 +493,11 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
     println!("PackageId:    {}", guid(out.package_id));
     println!("VersionId:    {}", guid(out.version_id));
     println!(
-        "Files:        {} ({} blocks: {} stored, {} deflated)",
-        out.files, out.blocks, out.stored_blocks, out.deflated_blocks
+        "Files:        {} (payload; {} blocks: {} stored, {} deflated; {} metadata parts not counted)",
+        out.files, out.blocks, out.stored_blocks, out.deflated_blocks, out.metadata_parts
     );
     println!(
-        "Size:         {} bytes uncompressed, {} bytes packed",
+        "Size:         {} bytes of payload uncompressed, {} bytes packed",
         out.bytes, out.package_size
     );
     println!(

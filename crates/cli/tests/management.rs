@@ -189,20 +189,24 @@ fn lifecycle(server: &Server) {
             .unwrap()
             .contains("DeploymentConfiguration")
     );
-    // By name, PKG is now the newest version.
+    // By name, PKG is the published version while there is one.
     assert_eq!(
         server.admin_json(&["package", "show", "Editor"])["version"]["version_id"],
-        A2
+        A1
     );
-    // A different package is not an upgrade of Editor.
+    // A different package is not an upgrade of Editor; the message says how to make one.
     let o = server.admin(&["package", "upgrade", "Editor", b1.to_str().unwrap()]);
     assert!(
-        !o.status.success() && text(&o.stderr).contains("upgrade must be a new version"),
+        !o.status.success() && text(&o.stderr).contains("--update-of OLD.appv"),
         "{}",
         text(&o.stderr)
     );
 
     server.admin_ok(&["package", "publish", A2]);
+    assert_eq!(
+        server.admin_json(&["package", "show", "Editor"])["version"]["version_id"],
+        A2
+    );
     server.admin_ok(&["package", "unpublish", A1]);
     server.admin_ok(&["package", "remove", A1]);
     assert!(
@@ -815,4 +819,263 @@ fn names_that_could_spoof_a_terminal_are_refused_and_escaped() {
         "{:?}",
         text(&o.stderr)
     );
+}
+
+/// `(status, JSON body)` of a request without a body, as the bootstrap administrator.
+fn request_empty(server: &Server, method: &str, path: &str) -> (u16, Value) {
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) =
+        request(method, &format!("{}{path}", server.url), Some(&auth), None).unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A package has one published version; publishing another (on its own or
+/// with `upgrade?publish=true`) switches; PKG is a VersionId, a PackageId, a
+/// name (the published version, else the newest) or NAME@VERSION, and a name
+/// two packages carry is a conflict naming both.
+#[test]
+fn one_published_version_per_package_and_every_way_to_name_it() {
+    let server = start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    let a2 = pack(tmp.path(), "Editor", PKG_A, A2, "2.0", "version two\n");
+    const A3: &str = "11111111-0000-4000-8000-0000000000a3";
+    let a3 = pack(tmp.path(), "Editor", PKG_A, A3, "3.0", "version three\n");
+    let b1 = pack(tmp.path(), "Viewer", PKG_B, B1, "1.0", "viewer\n");
+    for file in [&a1, &a2, &b1] {
+        server.admin_ok(&["package", "import", file.to_str().unwrap()]);
+    }
+    server.admin_ok(&["group", "create", "staff"]);
+    let shown = |pkg: &str| {
+        let (status, body) = request_empty(&server, "GET", &format!("/api/v1/packages/{pkg}"));
+        assert_eq!(status, 200, "{pkg}: {body}");
+        body["version"]["version_id"].as_str().unwrap().to_owned()
+    };
+    let published = || -> Vec<String> {
+        let (_, list) = request_empty(&server, "GET", "/api/v1/packages?published=true");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Nothing published: a name or a PackageId is the newest version.
+    assert_eq!(shown("Editor"), A2);
+    assert_eq!(shown("editor"), A2);
+    assert_eq!(shown(PKG_A), A2);
+    assert_eq!(shown(A1), A1);
+    assert_eq!(shown("Editor@1.0"), A1);
+    assert_eq!(shown("Editor@1.0.0.0"), A1);
+    let (status, _) = request_empty(&server, "GET", "/api/v1/packages/Editor@9.9");
+    assert_eq!(status, 404);
+
+    // Published: the name and the PackageId are the published version.
+    let (status, body) = request_empty(&server, "POST", "/api/v1/packages/Editor@1.0/publish");
+    assert_eq!(status, 200, "{body}");
+    server.admin_ok(&["package", "publish", "Viewer"]);
+    assert_eq!(shown("Editor"), A1);
+    assert_eq!(shown(PKG_A), A1);
+    assert_eq!(published(), [A1, B1]);
+    // Publishing another version switches, and leaves other packages alone.
+    let (status, _) = request_empty(&server, "POST", &format!("/api/v1/packages/{A2}/publish"));
+    assert_eq!(status, 200);
+    assert_eq!(published(), [A2, B1]);
+    assert_eq!(shown("Editor"), A2);
+
+    // Upgrade, transfer and switch in one step.
+    server.admin_ok(&["package", "grant", "Editor", "staff"]);
+    let auth = format!("Bearer {}", server.token);
+    let (status, body) = request(
+        "POST",
+        &format!(
+            "{}/api/v1/packages/Editor/upgrade?transfer=true&publish=true",
+            server.url
+        ),
+        Some(&auth),
+        Some(std::fs::read(&a3).unwrap()),
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["previous"], A2);
+    assert_eq!(body["version"]["published"], true);
+    assert_eq!(published(), [B1, A3]);
+    assert_eq!(shown("Editor"), A3);
+    let (_, details) = request_empty(&server, "GET", "/api/v1/packages/Editor");
+    assert_eq!(details["entitlements"][0]["group"], "staff");
+
+    // Another package with the same name: the name alone is ambiguous.
+    const PKG_C: &str = "33333333-0000-4000-8000-000000000003";
+    let c1 = pack(
+        tmp.path(),
+        "Editor",
+        PKG_C,
+        "33333333-0000-4000-8000-0000000000c1",
+        "1.0",
+        "another editor\n",
+    );
+    server.admin_ok(&["package", "import", c1.to_str().unwrap()]);
+    for pkg in ["Editor", "Editor@1.0"] {
+        let (status, body) = request_empty(&server, "GET", &format!("/api/v1/packages/{pkg}"));
+        assert_eq!(status, 409, "{pkg}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(PKG_A) && message.contains(PKG_C),
+            "{message}"
+        );
+    }
+    assert_eq!(shown("Editor@3.0"), A3);
+    assert_eq!(shown(PKG_C), "33333333-0000-4000-8000-0000000000c1");
+}
+
+/// Configuration documents are XML with App-V's root elements, checked before
+/// they are stored.
+#[test]
+fn configurations_need_app_v_root_elements() {
+    let server = start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    server.admin_ok(&["package", "import", a1.to_str().unwrap()]);
+    server.admin_ok(&["group", "create", "staff"]);
+    let config = "/api/v1/packages/Editor/deployment-config";
+    for (bad, root) in [
+        ("<UserConfiguration/>", "DeploymentConfiguration"),
+        ("<DeploymentConfiguration>", "DeploymentConfiguration"),
+        ("not xml", "DeploymentConfiguration"),
+    ] {
+        let (status, body) =
+            request_json(&server, "PUT", config, serde_json::json!({ "config": bad }));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(root),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = request_json(
+        &server,
+        "PUT",
+        "/api/v1/packages/Editor/entitlements/staff",
+        serde_json::json!({ "user_config": "<DeploymentConfiguration/>" }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("UserConfiguration"),
+        "{body}"
+    );
+    let (_, details) = request_empty(&server, "GET", "/api/v1/packages/Editor");
+    assert_eq!(details["entitlements"], serde_json::json!([]));
+    assert_eq!(details["deployment_config"], Value::Null);
+
+    let good = "<DeploymentConfiguration xmlns=\"http://schemas.microsoft.com/appv/2010/deploymentconfiguration\"/>";
+    let (status, body) = request_json(
+        &server,
+        "PUT",
+        config,
+        serde_json::json!({ "config": good }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = request_json(
+        &server,
+        "PUT",
+        "/api/v1/packages/Editor/entitlements/staff",
+        serde_json::json!({ "user_config": "<UserConfiguration/>" }),
+    );
+    assert_eq!(status, 204, "{body}");
+}
+
+/// Deleting a group that holds entitlements or memberships is refused, naming
+/// them, unless forced; a forced deletion gives the connection groups it was
+/// entitled to a new version.
+#[test]
+fn deleting_a_group_in_use_needs_force() {
+    let server = start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    server.admin_ok(&["package", "import", a1.to_str().unwrap()]);
+    for group in ["staff", "labs", "empty"] {
+        server.admin_ok(&["group", "create", group]);
+    }
+    server.admin_ok(&["user", "create", "alice", "--group", "staff"]);
+    server.admin_ok(&["machine", "create", "pc1", "--group", "staff"]);
+    server.admin_ok(&["package", "grant", "Editor", "staff"]);
+    server.admin_ok(&["connection-group", "create", "Suite"]);
+    let granted = server.admin_json(&["connection-group", "grant", "Suite", "staff"]);
+    let (status, _) = request_empty(&server, "PUT", "/api/v1/groups/labs/members/groups/staff");
+    assert_eq!(status, 204);
+
+    let (status, body) = request_empty(&server, "DELETE", "/api/v1/groups/staff");
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "group_in_use");
+    assert_eq!(
+        body["message"],
+        "group staff is entitled to Editor 1.0.0.0 and connection group Suite, has 2 members \
+         (alice, pc1), and is a member of group labs; delete it with --force to revoke them"
+    );
+    assert_eq!(
+        server.admin_json(&["group", "show", "staff"])["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing was revoked"
+    );
+
+    let (status, body) = request_empty(&server, "DELETE", "/api/v1/groups/staff?force=true");
+    assert_eq!(status, 204, "{body}");
+    let suite = server.admin_json(&["connection-group", "show", "Suite"]);
+    assert_eq!(suite["entitled_groups"], serde_json::json!([]));
+    assert_ne!(suite["version_id"], granted["version_id"]);
+    let (_, details) = request_empty(&server, "GET", "/api/v1/packages/Editor");
+    assert_eq!(details["entitlements"], serde_json::json!([]));
+    assert_eq!(
+        server.admin_json(&["group", "show", "labs"])["members"],
+        serde_json::json!([])
+    );
+
+    // A group that holds nothing goes without force; a missing one is 404.
+    let (status, _) = request_empty(&server, "DELETE", "/api/v1/groups/empty");
+    assert_eq!(status, 204);
+    let (status, _) = request_empty(&server, "DELETE", "/api/v1/groups/empty");
+    assert_eq!(status, 404);
+}
+
+/// Files Avail creates follow the umask where others must read them (a package
+/// file, for a mirror such as nginx running as another user) and stay private
+/// where they hold secrets (the token file, the SQLite database), whatever the
+/// umask; the upload directory stays private.
+#[test]
+fn package_files_follow_the_umask_and_secrets_stay_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    // The server under umask 022, through a shell that sets it.
+    let wrapper = tmp.path().join("avail-umask-022");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\numask 022\nexec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_avail")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = AvailNode::start(&wrapper, None, &[]).unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    let imported = server.admin_json(&["package", "import", a1.to_str().unwrap()]);
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let content = server.data.join("content");
+    let file = content.join(imported["version"]["content_path"].as_str().unwrap());
+    assert_eq!(mode(&file), 0o644, "{}", file.display());
+    assert_eq!(mode(file.parent().unwrap()), 0o755);
+    assert_eq!(mode(&content.join(".incoming")), 0o700);
+    assert_eq!(mode(&server.data.join("management.db")), 0o600);
+    assert_eq!(mode(&server.data.join("admin-token")), 0o600);
 }

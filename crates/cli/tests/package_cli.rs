@@ -129,8 +129,10 @@ fn pack_inspect_verify_extract() {
         2,
         "desktop entry and icon"
     );
-    // demo (several blocks, deflated), libdemo (stored), 3 small files, 3 metadata parts.
-    assert_eq!(v["files"], 8);
+    // demo (several blocks, deflated), libdemo (stored), 3 small files; the 3
+    // metadata parts (manifest, stream map, filesystem metadata) are not payload.
+    assert_eq!(v["files"], 5);
+    assert_eq!(v["metadata_parts"], 3);
     assert!(
         v["stored_blocks"].as_u64().unwrap() >= 4 && v["deflated_blocks"].as_u64().unwrap() >= 5,
         "{v}"
@@ -138,6 +140,11 @@ fn pack_inspect_verify_extract() {
 
     let o = avail(&["package", "inspect", out.to_str().unwrap()]);
     assert!(text(&o.stdout).contains("PackageId:    1a2ad958-75d0-440b-9e6b-1d5e119713ee"));
+    assert!(
+        text(&o.stdout).contains("Files:        5 (payload;"),
+        "{}",
+        text(&o.stdout)
+    );
 
     let o = avail(&["package", "verify", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -365,6 +372,8 @@ fn inspect_and_verify_report_a_signature_they_do_not_check() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["signature"], "present, not verified");
+    // 11 parts in the block map, of which AppxManifest.xml is metadata.
+    assert_eq!((&v["files"], &v["metadata_parts"]), (&10.into(), &1.into()));
     let o = avail(&["package", "inspect", &signed]);
     assert!(
         text(&o.stdout).contains("Signature:    present, not verified"),

@@ -49,6 +49,10 @@ pub struct UpgradeQuery {
     /// Copy the previous version's entitlements and deployment configuration.
     #[serde(default)]
     pub transfer: bool,
+    /// Publish the new version in the same transaction, which unpublishes the
+    /// package's other versions (App-V's switch to the new version).
+    #[serde(default)]
+    pub publish: bool,
 }
 
 /// The result of an upgrade.
@@ -60,6 +64,15 @@ pub struct UpgradeResponse {
     pub version: PackageVersion,
     /// Whether entitlements and configuration were transferred.
     pub transferred: bool,
+}
+
+/// Query of a group deletion.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct DeleteGroupQuery {
+    /// Delete the group even though it holds entitlements or memberships,
+    /// revoking them; without it such a group is refused with 409 `group_in_use`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Filter of the package list.
@@ -107,7 +120,9 @@ pub struct UpdateConnectionGroupRequest {
 /// Add or change a member package (`Add-AppvServerConnectionGroupPackage`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct SetMemberRequest {
-    /// The version to use; when absent and `any_version` is false, the package's newest version.
+    /// The version to use; when absent and `any_version` is false, the version
+    /// the path's package names (for a name or a PackageId: the published
+    /// version, else the newest).
     pub version_id: Option<VersionId>,
     /// Use whatever version the client has (App-V's `VersionId="*"`).
     #[serde(default)]

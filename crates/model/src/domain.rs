@@ -65,6 +65,38 @@ pub struct Added<T> {
     pub created: bool,
 }
 
+/// What a group holds — what deleting it would revoke.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupHoldings {
+    /// The package versions it is entitled to, as `NAME VERSION`, sorted.
+    pub packages: Vec<String>,
+    /// The connection groups it is entitled to, sorted.
+    pub connection_groups: Vec<String>,
+    /// Its direct members: users, then machines, then groups, each sorted.
+    pub members: Vec<Principal>,
+    /// The groups it is a direct member of, sorted.
+    pub member_of: Vec<String>,
+}
+
+impl GroupHoldings {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty()
+            && self.connection_groups.is_empty()
+            && self.members.is_empty()
+            && self.member_of.is_empty()
+    }
+}
+
+/// The outcome of a group deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDeletion {
+    /// Whether the group was deleted (false: it held something and was not forced).
+    pub deleted: bool,
+    /// What it held (and, when deleted, what went with it).
+    pub holdings: GroupHoldings,
+}
+
 /// Narrow the package list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PackageFilter {
@@ -92,6 +124,8 @@ pub struct Transfer {
     pub entitlements: bool,
     /// Copy the deployment configuration.
     pub deployment_config: bool,
+    /// Publish the new version, unpublishing the package's other versions.
+    pub publish: bool,
 }
 
 /// A member package of a connection group.

@@ -108,6 +108,7 @@ macro_rules! endpoints {
                 $((Method::$method, $route),)*
                 (ListPackages::METHOD, ListPackages::ROUTE),
                 (UpgradePackage::METHOD, UpgradePackage::ROUTE),
+                (DeleteGroup::METHOD, DeleteGroup::ROUTE),
             ]
         }
     };
@@ -198,8 +199,6 @@ endpoints! {
     CreateGroup {} body: CreateGroupRequest => Post "/api/v1/groups" -> ();
     /// A group's direct members.
     ShowGroup { name } => Get "/api/v1/groups/{name}" -> GroupMembers;
-    /// Delete a group.
-    DeleteGroup { name } => Delete "/api/v1/groups/{name}" -> ();
     /// Put a user, machine or group (`kind`: [`PrincipalKind::segment`]) into a group.
     AddGroupMember { name, kind, member } => Put "/api/v1/groups/{name}/members/{kind}/{member}" -> ();
     /// Take a user, machine or group out of a group.
@@ -240,13 +239,14 @@ impl Endpoint for ListPackages {
 }
 
 /// Import a new version of a package, optionally with App-V's transfer of
-/// entitlements and configuration; the body is the `.appv` file, sent with
+/// entitlements and configuration and the switch of the published version; the
+/// body is the `.appv` file, sent with
 /// [`ManagementClient::upload`](crate::client::ManagementClient::upload).
 #[derive(Debug, Clone)]
 pub struct UpgradePackage {
-    /// The package: a name, a PackageId or a VersionId.
+    /// The package: a VersionId, a PackageId, a name or `NAME@VERSION`.
     pub pkg: String,
-    /// The query: whether to transfer.
+    /// The query: whether to transfer, whether to publish the new version.
     pub query: UpgradeQuery,
 }
 
@@ -258,10 +258,43 @@ impl Endpoint for UpgradePackage {
 
     fn path(&self) -> String {
         format!(
-            "{}?transfer={}",
+            "{}?transfer={}&publish={}",
             fill(Self::ROUTE, &[("pkg", &self.pkg)]),
-            self.query.transfer
+            self.query.transfer,
+            self.query.publish
         )
+    }
+
+    fn body(&self) -> Option<&()> {
+        None
+    }
+}
+
+/// Delete a group. Without `force`, a group that holds entitlements (to a
+/// package or a connection group) or memberships (it has members, or is a
+/// member of another group) is refused with 409 `group_in_use`, naming what
+/// would be revoked; with `force` they are revoked with it.
+#[derive(Debug, Clone)]
+pub struct DeleteGroup {
+    /// The group's name.
+    pub name: String,
+    /// Revoke its entitlements and memberships with it.
+    pub force: bool,
+}
+
+impl Endpoint for DeleteGroup {
+    const METHOD: Method = Method::Delete;
+    const ROUTE: &'static str = "/api/v1/groups/{name}";
+    type Response = ();
+    type Body = ();
+
+    fn path(&self) -> String {
+        let path = fill(Self::ROUTE, &[("name", &self.name)]);
+        if self.force {
+            format!("{path}?force=true")
+        } else {
+            path
+        }
     }
 
     fn body(&self) -> Option<&()> {
@@ -288,5 +321,26 @@ mod tests {
             },
         };
         assert_eq!(list.path(), "/api/v1/packages?name=Foo%20%26%20Bar");
+    }
+
+    #[test]
+    fn query_flags_are_in_the_path() {
+        let upgrade = UpgradePackage {
+            pkg: "Editor@2.0".into(),
+            query: UpgradeQuery {
+                transfer: true,
+                publish: true,
+            },
+        };
+        assert_eq!(
+            upgrade.path(),
+            "/api/v1/packages/Editor%402.0/upgrade?transfer=true&publish=true"
+        );
+        let delete = |force| DeleteGroup {
+            name: "staff".into(),
+            force,
+        };
+        assert_eq!(delete(false).path(), "/api/v1/groups/staff");
+        assert_eq!(delete(true).path(), "/api/v1/groups/staff?force=true");
     }
 }

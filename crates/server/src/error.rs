@@ -30,6 +30,10 @@ pub enum ApiError {
     /// A disk the change needs is full (ENOSPC, EDQUOT); the text names which.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A group holds entitlements or memberships that deleting it would revoke;
+    /// the text names them.
+    #[error("{0}")]
+    GroupInUse(String),
     /// The uploaded package is not a valid package.
     #[error("{0}")]
     InvalidPackage(#[from] FormatError),
@@ -84,6 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            ApiError::GroupInUse(m) => (StatusCode::CONFLICT, "group_in_use", m),
             ApiError::InsufficientStorage(m) => {
                 tracing::error!(message = %m, "out of disk space");
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)

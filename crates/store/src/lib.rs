@@ -43,7 +43,9 @@ pub trait ManagementStore: Send + Sync {
     async fn package_version(&self, version_id: VersionId) -> Result<PackageVersion>;
     /// Versions, oldest first.
     async fn list_package_versions(&self, filter: &PackageFilter) -> Result<Vec<PackageVersion>>;
-    /// Publish or unpublish a version.
+    /// Publish or unpublish a version. A package has at most one published
+    /// version: publishing one unpublishes the package's others in the same
+    /// transaction.
     async fn set_published(&self, version_id: VersionId, published: bool)
     -> Result<PackageVersion>;
     /// Remove a version (with its entitlements and configuration); returns what was removed.
@@ -76,7 +78,8 @@ pub trait ManagementStore: Send + Sync {
     /// [`add_package_version`](Self::add_package_version); when the version
     /// exists already (`created == false`) the transfer is applied again, so a
     /// retried upgrade completes rather than fails. `from` missing is NotFound,
-    /// `from` of another package Invalid.
+    /// `from` of another package Invalid. With `what.publish` the new version is
+    /// published and the package's others unpublished in the same transaction.
     async fn upgrade_package_version(
         &self,
         version: NewPackageVersion,
@@ -120,6 +123,12 @@ pub trait ManagementStore: Send + Sync {
     async fn create_group(&self, name: &str) -> Result<()>;
     /// Remove a user, machine or group (and its memberships and entitlements).
     async fn delete_principal(&self, principal: &Principal) -> Result<()>;
+    /// Delete a group, in one transaction: unless `force`, a group that holds
+    /// entitlements or memberships is left alone (`deleted == false`) and the
+    /// answer names what it holds; otherwise all of that goes with it, and each
+    /// connection group it was entitled to gets a new `version_id`. A missing
+    /// group is NotFound.
+    async fn delete_group(&self, name: &str, force: bool) -> Result<GroupDeletion>;
     /// Names of all principals of a kind, sorted.
     async fn list_principals(&self, kind: PrincipalKind) -> Result<Vec<String>>;
     /// Put a principal in a group.

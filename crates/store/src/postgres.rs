@@ -468,7 +468,109 @@ async fn copy_transfer(
         )
         .await?;
     }
+    if what.publish {
+        tx.execute(
+            "UPDATE package_versions SET published = true, updated_at = now() WHERE version_id = $1 AND NOT published",
+            &[&to.0],
+        )
+        .await?;
+        unpublish_others(tx, to).await?;
+    }
     Ok(())
+}
+
+/// Unpublish every version of `version_id`'s package but `version_id`: a
+/// package has at most one published version.
+async fn unpublish_others(
+    tx: &impl GenericClient,
+    version_id: VersionId,
+) -> std::result::Result<(), E> {
+    tx.execute(
+        "UPDATE package_versions SET published = false, updated_at = now()
+         WHERE published AND version_id <> $1
+           AND package_id = (SELECT package_id FROM package_versions WHERE version_id = $1)",
+        &[&version_id.0],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Give each connection group that `group` is entitled to a new `version_id`:
+/// the group's entitlement is about to go.
+async fn renew_entitled_connection_groups(
+    tx: &impl GenericClient,
+    group: &str,
+) -> std::result::Result<(), E> {
+    let entitled = tx
+        .query(
+            "SELECT group_id FROM connection_group_entitlements WHERE group_name = $1",
+            &[&group],
+        )
+        .await?;
+    for row in entitled {
+        let id: Uuid = row.get(0);
+        tx.execute(
+            "UPDATE connection_groups SET version_id = $2, updated_at = now() WHERE id = $1",
+            &[&id, &Uuid::new_v4()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What `group` holds: its entitlements and memberships.
+async fn group_holdings(
+    tx: &impl GenericClient,
+    group: &str,
+) -> std::result::Result<GroupHoldings, E> {
+    async fn strings(
+        tx: &impl GenericClient,
+        sql: &str,
+        group: &str,
+    ) -> std::result::Result<Vec<String>, E> {
+        Ok(tx
+            .query(sql, &[&group])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+    let mut members = Vec::new();
+    for (kind, make) in [
+        (
+            PrincipalKind::User,
+            Principal::User as fn(String) -> Principal,
+        ),
+        (PrincipalKind::Machine, Principal::Machine),
+        (PrincipalKind::Group, Principal::Group),
+    ] {
+        let (_, table, column) = principal_table(kind);
+        let sql = format!("SELECT {column} FROM {table} WHERE group_name = $1 ORDER BY {column}");
+        members.extend(strings(tx, &sql, group).await?.into_iter().map(make));
+    }
+    Ok(GroupHoldings {
+        packages: strings(
+            tx,
+            "SELECT v.name || ' ' || v.version FROM entitlements e JOIN package_versions v ON v.version_id = e.version_id
+             WHERE e.group_name = $1 ORDER BY v.name, v.created_at",
+            group,
+        )
+        .await?,
+        connection_groups: strings(
+            tx,
+            "SELECT c.name FROM connection_group_entitlements e JOIN connection_groups c ON c.id = e.group_id
+             WHERE e.group_name = $1 ORDER BY c.name",
+            group,
+        )
+        .await?,
+        members,
+        member_of: strings(
+            tx,
+            "SELECT group_name FROM group_groups WHERE member_name = $1 ORDER BY group_name",
+            group,
+        )
+        .await?,
+    })
 }
 
 /// A principal's direct groups, sorted.
@@ -611,6 +713,9 @@ impl ManagementStore for PgManagement {
                 .await?;
             if n == 0 {
                 return Err(not_found(format!("package version {version_id}")));
+            }
+            if published {
+                unpublish_others(&tx, version_id).await?;
             }
             let v = get_version(&tx, version_id).await?;
             tx.commit().await?;
@@ -772,8 +877,12 @@ impl ManagementStore for PgManagement {
                 .map_err(|e| E::Store(StoreError::Invalid(e)))?;
             let added = insert_version(&tx, &v).await?;
             copy_transfer(&tx, from, v.version_id, what).await?;
+            let value = get_version(&tx, v.version_id).await?;
             tx.commit().await?;
-            Ok(added)
+            Ok(Added {
+                value,
+                created: added.created,
+            })
         })
     }
 
@@ -1040,6 +1149,9 @@ impl ManagementStore for PgManagement {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             require_principal(&tx, principal).await?;
+            if let Principal::Group(group) = principal {
+                renew_entitled_connection_groups(&tx, group).await?;
+            }
             let (table, _, _) = principal_table(principal.kind());
             tx.execute(
                 &format!("DELETE FROM {table} WHERE name = $1"),
@@ -1048,6 +1160,31 @@ impl ManagementStore for PgManagement {
             .await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    async fn delete_group(&self, name: &str, force: bool) -> Result<GroupDeletion> {
+        with_client!(self.pool, false, |c| {
+            let tx = c.transaction().await?;
+            // First: every change waits here for the one before it, so what is
+            // read below is what is deleted.
+            bump(&tx).await?;
+            require_group(&tx, name).await?;
+            let holdings = group_holdings(&tx, name).await?;
+            if !force && !holdings.is_empty() {
+                return Ok(GroupDeletion {
+                    deleted: false,
+                    holdings,
+                });
+            }
+            renew_entitled_connection_groups(&tx, name).await?;
+            tx.execute("DELETE FROM groups WHERE name = $1", &[&name])
+                .await?;
+            tx.commit().await?;
+            Ok(GroupDeletion {
+                deleted: true,
+                holdings,
+            })
         })
     }
 

@@ -55,8 +55,31 @@ struct Db {
     path: Arc<str>,
 }
 
+/// Create the database file private to Avail's user (0600, whatever the umask)
+/// when it does not exist yet; SQLite gives its `-wal` and `-shm` files the
+/// mode of the database file. An existing file keeps the mode it has.
+fn create_private(path: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create SQLite database {path}: {e}"
+        ))),
+    }
+}
+
 impl Db {
     fn open(path: &str) -> Result<Db> {
+        create_private(path)?;
         let conn = Connection::open(path).map_err(|e| {
             StoreError::Unavailable(format!("cannot open SQLite database {path}: {e}"))
         })?;
@@ -385,7 +408,84 @@ fn copy_transfer(
             params![from.to_string(), to.to_string(), Utc::now()],
         )?;
     }
+    if what.publish {
+        tx.execute(
+            "UPDATE package_versions SET published = 1, updated_at = ?2 WHERE version_id = ?1 AND published = 0",
+            params![to.to_string(), Utc::now()],
+        )?;
+        unpublish_others(tx, to)?;
+    }
     Ok(())
+}
+
+/// Unpublish every version of `version_id`'s package but `version_id`: a
+/// package has at most one published version.
+fn unpublish_others(tx: &Transaction<'_>, version_id: VersionId) -> Result<()> {
+    tx.execute(
+        "UPDATE package_versions SET published = 0, updated_at = ?2
+         WHERE published = 1 AND version_id <> ?1
+           AND package_id = (SELECT package_id FROM package_versions WHERE version_id = ?1)",
+        params![version_id.to_string(), Utc::now()],
+    )?;
+    Ok(())
+}
+
+/// Give each connection group that `group` is entitled to a new `version_id`:
+/// the group's entitlement is about to go.
+fn renew_entitled_connection_groups(tx: &Transaction<'_>, group: &str) -> Result<()> {
+    let entitled = tx
+        .prepare("SELECT group_id FROM connection_group_entitlements WHERE group_name = ?1")?
+        .query_map([group], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for id in entitled {
+        tx.execute(
+            "UPDATE connection_groups SET version_id = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, Uuid::new_v4().to_string(), Utc::now()],
+        )?;
+    }
+    Ok(())
+}
+
+/// What `group` holds: its entitlements and memberships.
+fn group_holdings(tx: &Transaction<'_>, group: &str) -> Result<GroupHoldings> {
+    let strings = |sql: &str| -> Result<Vec<String>> {
+        Ok(tx
+            .prepare(sql)?
+            .query_map([group], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    };
+    let mut members = Vec::new();
+    for (kind, make) in [
+        (
+            PrincipalKind::User,
+            Principal::User as fn(String) -> Principal,
+        ),
+        (PrincipalKind::Machine, Principal::Machine),
+        (PrincipalKind::Group, Principal::Group),
+    ] {
+        let (_, table, column) = principal_table(kind);
+        members.extend(
+            strings(&format!(
+                "SELECT {column} FROM {table} WHERE group_name = ?1 ORDER BY {column}"
+            ))?
+            .into_iter()
+            .map(make),
+        );
+    }
+    Ok(GroupHoldings {
+        packages: strings(
+            "SELECT v.name || ' ' || v.version FROM entitlements e JOIN package_versions v ON v.version_id = e.version_id
+             WHERE e.group_name = ?1 ORDER BY v.name, v.created_at",
+        )?,
+        connection_groups: strings(
+            "SELECT c.name FROM connection_group_entitlements e JOIN connection_groups c ON c.id = e.group_id
+             WHERE e.group_name = ?1 ORDER BY c.name",
+        )?,
+        members,
+        member_of: strings(
+            "SELECT group_name FROM group_groups WHERE member_name = ?1 ORDER BY group_name",
+        )?,
+    })
 }
 
 /// A principal's direct groups, sorted.
@@ -502,6 +602,9 @@ impl ManagementStore for SqliteManagement {
                 )?;
                 if n == 0 {
                     return Err(not_found(format!("package version {version_id}")));
+                }
+                if published {
+                    unpublish_others(tx, version_id)?;
                 }
                 bump(tx)?;
                 get_version(tx, version_id)
@@ -656,7 +759,10 @@ impl ManagementStore for SqliteManagement {
                 let added = insert_version(tx, &v)?;
                 copy_transfer(tx, from, v.version_id, what)?;
                 bump(tx)?;
-                Ok(added)
+                Ok(Added {
+                    value: get_version(tx, v.version_id)?,
+                    created: added.created,
+                })
             })
             .await
     }
@@ -867,9 +973,35 @@ impl ManagementStore for SqliteManagement {
         self.db
             .write(move |tx| {
                 require_principal(tx, &p)?;
+                if let Principal::Group(group) = &p {
+                    renew_entitled_connection_groups(tx, group)?;
+                }
                 let (table, _, _) = principal_table(p.kind());
                 tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [p.name()])?;
                 bump(tx)
+            })
+            .await
+    }
+
+    async fn delete_group(&self, name: &str, force: bool) -> Result<GroupDeletion> {
+        let name = name.to_owned();
+        self.db
+            .write(move |tx| {
+                require_group(tx, &name)?;
+                let holdings = group_holdings(tx, &name)?;
+                if !force && !holdings.is_empty() {
+                    return Ok(GroupDeletion {
+                        deleted: false,
+                        holdings,
+                    });
+                }
+                renew_entitled_connection_groups(tx, &name)?;
+                tx.execute("DELETE FROM groups WHERE name = ?1", [&name])?;
+                bump(tx)?;
+                Ok(GroupDeletion {
+                    deleted: true,
+                    holdings,
+                })
             })
             .await
     }

@@ -284,6 +284,7 @@ async fn catalog(db: Arc<dyn ManagementStore>) {
         Transfer {
             entitlements: true,
             deployment_config: true,
+            publish: false,
         },
     )
     .await
@@ -890,6 +891,7 @@ async fn multi_row_changes_are_whole(db: Arc<dyn ManagementStore>) {
     let all = Transfer {
         entitlements: true,
         deployment_config: true,
+        publish: false,
     };
     let v2 = version(pkg, 12, "Tool");
     // From a version of another package: refused, and the new version is not recorded.
@@ -940,6 +942,203 @@ async fn multi_row_changes_are_whole(db: Arc<dyn ManagementStore>) {
         .await
         .unwrap();
     assert!(db.entitlements(v3.version_id).await.unwrap().is_empty());
+}
+
+/// A package has at most one published version: publishing one (on its own or
+/// with an upgrade) unpublishes the package's others, and no other package's.
+async fn publishing_a_version_unpublishes_the_others(db: Arc<dyn ManagementStore>) {
+    let (pkg, other) = (
+        PackageId(Uuid::from_u128(0xA)),
+        PackageId(Uuid::from_u128(0xB)),
+    );
+    let v1 = version(pkg, 1, "Editor");
+    let v2 = version(pkg, 2, "Editor");
+    let w1 = version(other, 3, "Viewer");
+    for v in [&v1, &v2, &w1] {
+        db.add_package_version(v.clone()).await.unwrap();
+    }
+    let published = |db: Arc<dyn ManagementStore>| async move {
+        db.list_package_versions(&PackageFilter {
+            published: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.package.version_id)
+        .collect::<Vec<_>>()
+    };
+    db.set_published(v1.version_id, true).await.unwrap();
+    db.set_published(w1.version_id, true).await.unwrap();
+    let now = db.set_published(v2.version_id, true).await.unwrap();
+    assert!(now.published);
+    assert_eq!(
+        published(db.clone()).await,
+        vec![v2.version_id, w1.version_id]
+    );
+    assert!(!db.package_version(v1.version_id).await.unwrap().published);
+    // Publishing the published version again changes nothing.
+    db.set_published(v2.version_id, true).await.unwrap();
+    assert_eq!(
+        published(db.clone()).await,
+        vec![v2.version_id, w1.version_id]
+    );
+
+    // An upgrade that publishes switches in the same transaction.
+    let v3 = version(pkg, 4, "Editor");
+    let switch = Transfer {
+        publish: true,
+        ..Transfer::default()
+    };
+    let upgraded = db
+        .upgrade_package_version(v3.clone(), v2.version_id, switch)
+        .await
+        .unwrap();
+    assert!(upgraded.created && upgraded.value.published);
+    assert_eq!(
+        published(db.clone()).await,
+        vec![w1.version_id, v3.version_id]
+    );
+    // Its retry too, even after someone published another version meanwhile.
+    db.set_published(v1.version_id, true).await.unwrap();
+    let retried = db
+        .upgrade_package_version(v3.clone(), v2.version_id, switch)
+        .await
+        .unwrap();
+    assert!(!retried.created && retried.value.published);
+    assert_eq!(
+        published(db.clone()).await,
+        vec![w1.version_id, v3.version_id]
+    );
+    // Without publish, an upgrade leaves publishing alone.
+    let v4 = version(pkg, 5, "Editor");
+    db.upgrade_package_version(v4.clone(), v3.version_id, Transfer::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        published(db.clone()).await,
+        vec![w1.version_id, v3.version_id]
+    );
+    // Unpublishing publishes nothing else.
+    db.set_published(v3.version_id, false).await.unwrap();
+    assert_eq!(published(db.clone()).await, vec![w1.version_id]);
+}
+
+/// App-V's connection group VersionId: every change to a connection group's
+/// members or entitlements is a new version, also the entitlement a deleted
+/// group takes with it.
+async fn every_connection_group_change_is_a_new_version(db: Arc<dyn ManagementStore>) {
+    let pkg = PackageId(Uuid::from_u128(0xA));
+    db.add_package_version(version(pkg, 1, "Editor"))
+        .await
+        .unwrap();
+    db.create_group("staff").await.unwrap();
+    let cg = db.create_connection_group("Suite", 1).await.unwrap();
+    let mut seen = vec![cg.version_id];
+    let changes = [
+        ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            package_id: pkg,
+            version_id: None,
+            optional: false,
+        }),
+        ConnectionGroupChange::SetMember(ConnectionGroupMember {
+            package_id: pkg,
+            version_id: None,
+            optional: true,
+        }),
+        ConnectionGroupChange::Grant("staff".into()),
+        ConnectionGroupChange::Revoke("staff".into()),
+        ConnectionGroupChange::RemoveMember(pkg),
+        ConnectionGroupChange::Grant("staff".into()),
+    ];
+    for change in changes {
+        let what = format!("{change:?}");
+        let changed = db
+            .update_connection_group(cg.id, vec![change])
+            .await
+            .unwrap();
+        assert!(
+            !seen.contains(&changed.version_id),
+            "{what} kept a version id"
+        );
+        seen.push(changed.version_id);
+    }
+    db.delete_principal(&Principal::Group("staff".into()))
+        .await
+        .unwrap();
+    let after = db.connection_group(cg.id).await.unwrap();
+    assert!(after.entitled_groups.is_empty());
+    assert!(
+        !seen.contains(&after.version_id),
+        "deleting an entitled group kept the version id"
+    );
+}
+
+/// A group that holds entitlements or memberships is deleted only by force;
+/// unforced, nothing changes and the answer says what it holds.
+async fn a_group_in_use_is_deleted_only_by_force(db: Arc<dyn ManagementStore>) {
+    let pkg = PackageId(Uuid::from_u128(0xA));
+    let v1 = version(pkg, 1, "Editor");
+    db.add_package_version(v1.clone()).await.unwrap();
+    for g in ["staff", "labs", "empty"] {
+        db.create_group(g).await.unwrap();
+    }
+    db.create_user("alice", &["staff".into()]).await.unwrap();
+    db.create_machine("pc1", "hash", &["staff".into()])
+        .await
+        .unwrap();
+    db.add_member("labs", &Principal::Group("staff".into()))
+        .await
+        .unwrap();
+    db.grant(v1.version_id, "staff", None).await.unwrap();
+    let cg = db.create_connection_group("Suite", 1).await.unwrap();
+    let cg = db
+        .update_connection_group(cg.id, vec![ConnectionGroupChange::Grant("staff".into())])
+        .await
+        .unwrap();
+    let expected = GroupHoldings {
+        packages: vec![format!("Editor {}", v1.version)],
+        connection_groups: vec!["Suite".into()],
+        members: vec![
+            Principal::User("alice".into()),
+            Principal::Machine("pc1".into()),
+        ],
+        member_of: vec!["labs".into()],
+    };
+    let sequence = db.change_sequence().await.unwrap();
+    let refused = db.delete_group("staff", false).await.unwrap();
+    assert_eq!(
+        refused,
+        GroupDeletion {
+            deleted: false,
+            holdings: expected.clone()
+        }
+    );
+    assert_eq!(db.change_sequence().await.unwrap(), sequence);
+    assert_eq!(db.members("staff").await.unwrap().len(), 2);
+    assert_eq!(db.connection_group(cg.id).await.unwrap(), cg);
+
+    let forced = db.delete_group("staff", true).await.unwrap();
+    assert_eq!(
+        forced,
+        GroupDeletion {
+            deleted: true,
+            holdings: expected
+        }
+    );
+    assert!(db.entitlements(v1.version_id).await.unwrap().is_empty());
+    assert!(db.members("labs").await.unwrap().is_empty());
+    let after = db.connection_group(cg.id).await.unwrap();
+    assert!(after.entitled_groups.is_empty());
+    assert_ne!(after.version_id, cg.version_id);
+    assert!(db.change_sequence().await.unwrap() > sequence);
+
+    let empty = db.delete_group("empty", false).await.unwrap();
+    assert!(empty.deleted && empty.holdings.is_empty());
+    assert!(matches!(
+        db.delete_group("empty", true).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 /// The last administrator stays, also when the last two are removed at once.
@@ -1132,6 +1331,9 @@ conformance! {
         a_user_or_machine_with_groups_is_whole,
         multi_row_changes_are_whole,
         the_last_administrator_stays,
+        publishing_a_version_unpublishes_the_others,
+        every_connection_group_change_is_a_new_version,
+        a_group_in_use_is_deleted_only_by_force,
     ],
     reporting: [
         reporting,

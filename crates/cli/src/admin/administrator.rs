@@ -1,7 +1,7 @@
 //! `avail admin admin …`: administrators (`*-AppvServerAdmin`) and their API
 //! tokens; the server never removes the last administrator.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
@@ -41,14 +41,22 @@ pub(super) async fn run(c: &Admin, cmd: AdministratorCmd) -> Result<()> {
             } else {
                 None
             };
-            let done = format!("added administrator {name}");
-            c.act(
-                &AddAdministrator {
-                    body: AddAdministratorRequest { name, password },
-                },
-                &done,
-            )
-            .await?
+            let has_password = password.is_some();
+            let (created, _) = c
+                .create(&AddAdministrator {
+                    body: AddAdministratorRequest {
+                        name: name.clone(),
+                        password,
+                    },
+                })
+                .await?;
+            c.print_created(
+                serde_json::json!({ "name": name, "has_password": has_password }),
+                created,
+            );
+            if !c.json {
+                println!("added administrator {}", shown(&name));
+            }
         }
         AdministratorCmd::Remove { name } => {
             c.act(&RemoveAdministrator { name }, "removed").await?
@@ -70,13 +78,20 @@ pub(super) async fn run(c: &Admin, cmd: AdministratorCmd) -> Result<()> {
             }
         }
         AdministratorCmd::Token { name, label } => {
-            let t = c
-                .send(&CreateToken {
-                    name,
-                    body: CreateTokenRequest { label },
+            let (created, t) = c
+                .create(&CreateToken {
+                    name: name.clone(),
+                    body: CreateTokenRequest {
+                        label: label.clone(),
+                    },
                 })
                 .await?;
-            if let (false, Some(t)) = (c.json, t) {
+            let t = t.ok_or_else(|| anyhow!("empty response from the server"))?;
+            c.print_created(
+                serde_json::json!({ "administrator": name, "label": label, "token": t.token }),
+                created,
+            );
+            if !c.json {
                 println!("{}", shown(&t.token));
             }
         }

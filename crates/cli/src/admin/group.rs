@@ -13,8 +13,14 @@ use super::{Admin, print_names, shown};
 pub(super) enum GroupCmd {
     /// Create a group.
     Create { name: String },
-    /// Delete a group.
-    Delete { name: String },
+    /// Delete a group. One that holds entitlements or memberships is refused
+    /// with what deleting it would revoke, unless --force.
+    Delete {
+        name: String,
+        /// Delete it anyway, revoking its entitlements and memberships.
+        #[arg(long)]
+        force: bool,
+    },
     /// List groups.
     List,
     /// Show a group's members.
@@ -56,16 +62,22 @@ impl MemberKind {
 pub(super) async fn run(c: &Admin, cmd: GroupCmd) -> Result<()> {
     match cmd {
         GroupCmd::Create { name } => {
-            let done = format!("created group {name}");
-            c.act(
-                &CreateGroup {
-                    body: CreateGroupRequest { name },
-                },
-                &done,
-            )
-            .await?
+            let (created, _) = c
+                .create(&CreateGroup {
+                    body: CreateGroupRequest { name: name.clone() },
+                })
+                .await?;
+            c.print_created(serde_json::json!({ "name": name }), created);
+            if !c.json {
+                let verb = if created {
+                    "created group"
+                } else {
+                    "group already exists:"
+                };
+                println!("{verb} {}", shown(&name));
+            }
         }
-        GroupCmd::Delete { name } => c.act(&DeleteGroup { name }, "deleted").await?,
+        GroupCmd::Delete { name, force } => c.act(&DeleteGroup { name, force }, "deleted").await?,
         GroupCmd::List => {
             let names = c.get(&ListGroups {}).await?;
             if !c.json {

@@ -1,7 +1,7 @@
 //! `avail admin machine …`: machines in the directory; each gets, once, the
 //! credential its client authenticates with.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
@@ -26,12 +26,24 @@ pub(super) enum MachineCmd {
 pub(super) async fn run(c: &Admin, cmd: MachineCmd) -> Result<()> {
     match cmd {
         MachineCmd::Create { name, groups } => {
-            let m = c
-                .send(&CreateMachine {
-                    body: CreateMachineRequest { name, groups },
+            let (created, m) = c
+                .create(&CreateMachine {
+                    body: CreateMachineRequest {
+                        name,
+                        groups: groups.clone(),
+                    },
                 })
                 .await?;
-            if let (false, Some(m)) = (c.json, m) {
+            let m = m.ok_or_else(|| anyhow!("empty response from the server"))?;
+            c.print_created(
+                serde_json::json!({
+                    "name": m.name,
+                    "groups": groups,
+                    "credential": m.credential,
+                }),
+                created,
+            );
+            if !c.json {
                 println!(
                     "created machine {}; its credential (shown only now):\n{}",
                     shown(&m.name),

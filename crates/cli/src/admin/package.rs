@@ -11,7 +11,10 @@ use clap::Subcommand;
 
 use super::{Admin, shown};
 
-/// PKG is a package name, a PackageId or a VersionId.
+/// What a PKG argument may be, said by every command that takes one.
+pub(super) const PKG_HELP: &str =
+    "The package: a package name, PackageId, VersionId or NAME@VERSION";
+
 #[derive(Subcommand)]
 pub(super) enum PackageCmd {
     /// Import an .appv file (uploaded), or one already in the content store (--from-store).
@@ -30,15 +33,28 @@ pub(super) enum PackageCmd {
         name: Option<String>,
     },
     /// Show a version with its entitlements and configuration.
-    Show { pkg: String },
+    Show {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
+        pkg: String,
+    },
     /// Publish a version to its entitled groups.
-    Publish { pkg: String },
+    Publish {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
+        pkg: String,
+    },
     /// Unpublish a version.
-    Unpublish { pkg: String },
+    Unpublish {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
+        pkg: String,
+    },
     /// Remove a version and its file.
-    Remove { pkg: String },
+    Remove {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
+        pkg: String,
+    },
     /// Entitle a group.
     Grant {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
         pkg: String,
         group: String,
         /// A UserConfiguration XML file for this group.
@@ -46,17 +62,28 @@ pub(super) enum PackageCmd {
         user_config: Option<PathBuf>,
     },
     /// Remove a group's entitlement.
-    Revoke { pkg: String, group: String },
-    /// Import a new version of a package.
-    Upgrade {
+    Revoke {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
         pkg: String,
+        group: String,
+    },
+    /// Import a new version of a package (`avail package pack --update-of` makes one).
+    Upgrade {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
+        pkg: String,
+        /// The new version's package file.
         file: PathBuf,
         /// Transfer entitlements and deployment configuration from the current version.
         #[arg(long)]
         transfer: bool,
+        /// Publish the new version, which unpublishes the package's other versions,
+        /// in the same step (with --transfer: App-V's whole switch to a new version).
+        #[arg(long)]
+        publish: bool,
     },
     /// Set (from a file) or clear the deployment configuration.
     Config {
+        #[arg(value_name = "PKG", help = PKG_HELP)]
         pkg: String,
         /// DeploymentConfiguration XML file; without it, the configuration is cleared.
         file: Option<PathBuf>,
@@ -84,7 +111,10 @@ pub(super) async fn run(c: &Admin, cmd: PackageCmd) -> Result<()> {
     match cmd {
         PackageCmd::Import { file, from_store } => {
             let r = match (file, from_store) {
-                (Some(file), _) => c.upload(&UploadPackage {}, &file).await?,
+                (Some(file), _) => c
+                    .upload(&UploadPackage {}, &file)
+                    .await
+                    .with_context(|| format!("{} was not imported", file.display()))?,
                 (None, Some(path)) => {
                     c.get(&ImportFromStore {
                         body: ImportFromStoreRequest { path },
@@ -179,22 +209,29 @@ pub(super) async fn run(c: &Admin, cmd: PackageCmd) -> Result<()> {
             pkg,
             file,
             transfer,
+            publish,
         } => {
             let r = c
                 .upload(
                     &UpgradePackage {
                         pkg,
-                        query: UpgradeQuery { transfer },
+                        query: UpgradeQuery { transfer, publish },
                     },
                     &file,
                 )
-                .await?;
+                .await
+                .with_context(|| format!("{} was not imported", file.display()))?;
             if !c.json {
                 println!(
-                    "upgraded from {}{}:",
+                    "upgraded from {}{}{}:",
                     r.previous,
                     if r.transferred {
                         ", entitlements and configuration transferred"
+                    } else {
+                        ""
+                    },
+                    if r.version.published {
+                        ", published (the package's other versions are unpublished)"
                     } else {
                         ""
                     }

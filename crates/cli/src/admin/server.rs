@@ -1,7 +1,7 @@
 //! `avail admin server …`: publishing servers (`*-AppvPublishingServer`),
 //! each registered with a credential shown once.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
@@ -21,12 +21,16 @@ pub(super) enum ServerCmd {
 pub(super) async fn run(c: &Admin, cmd: ServerCmd) -> Result<()> {
     match cmd {
         ServerCmd::Register { name } => {
-            let r = c
-                .send(&RegisterServer {
+            let (created, r) = c
+                .create(&RegisterServer {
                     body: RegisterServerRequest { name },
                 })
                 .await?;
-            if let (false, Some(r)) = (c.json, r) {
+            let r = r.ok_or_else(|| anyhow!("empty response from the server"))?;
+            let mut fields = serde_json::to_value(&r.server)?;
+            fields["credential"] = r.credential.clone().into();
+            c.print_created(fields, created);
+            if !c.json {
                 println!(
                     "registered {}; its credential (AVAIL_PUBLISHING_CREDENTIAL, shown only now):\n{}",
                     shown(&r.server.name),

@@ -1,6 +1,6 @@
 //! `avail admin user …`: users in the directory, created with their groups.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
@@ -25,12 +25,17 @@ pub(super) enum UserCmd {
 pub(super) async fn run(c: &Admin, cmd: UserCmd) -> Result<()> {
     match cmd {
         UserCmd::Create { name, groups } => {
-            let u = c
-                .send(&CreateUser {
+            let (_, u) = c
+                .create(&CreateUser {
                     body: CreateUserRequest { name, groups },
                 })
                 .await?;
-            if let (false, Some(u)) = (c.json, u) {
+            let u = u.ok_or_else(|| anyhow!("empty response from the server"))?;
+            c.print_created(
+                serde_json::json!({ "name": u.name, "groups": u.groups }),
+                u.created,
+            );
+            if !c.json {
                 let groups = if u.groups.is_empty() {
                     String::new()
                 } else {

@@ -3,7 +3,7 @@
 
 use avail_model::{Principal, PrincipalKind};
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 
 use super::AppState;
@@ -146,17 +146,18 @@ pub(super) async fn group_members(
     Ok(Json(GroupMembers { name, members }))
 }
 
-/// Delete a group (its entitlements go with it).
-#[utoipa::path(delete, path = "/api/v1/groups/{name}", tag = "directory", params(("name" = String, Path)), responses((status = 204)))]
+/// Delete a group. Without `force`, a group that holds entitlements or
+/// memberships is refused (409 `group_in_use`, naming them); with it, they are
+/// revoked with the group.
+#[utoipa::path(delete, path = "/api/v1/groups/{name}", tag = "directory", params(("name" = String, Path), DeleteGroupQuery),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "group_in_use: it holds entitlements or memberships")))]
 pub(super) async fn delete_group(
     State(state): State<AppState>,
     _admin: Admin,
     UrlPath(name): UrlPath<String>,
+    Query(q): Query<DeleteGroupQuery>,
 ) -> ApiResult<StatusCode> {
-    state
-        .store
-        .delete_principal(&Principal::Group(name))
-        .await?;
+    directory::delete_group(&state.catalog(), &name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -52,7 +52,7 @@ pub struct AppState {
 }
 
 /// Bodies of JSON requests.
-const JSON_LIMIT: usize = 1 << 20;
+pub(crate) const JSON_LIMIT: usize = 1 << 20;
 
 /// The management router (everything under `/api/v1`).
 pub fn router(state: AppState) -> axum::Router {

@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use super::AppState;
 use super::import_status;
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::service::catalog::{self, resolve_version};
+use crate::service::configuration::Configuration;
 use crate::service::import::{self, Record};
 use avail_model::api::*;
 
@@ -30,7 +31,10 @@ pub(super) async fn list_packages(
     Ok(Json(state.store.list_package_versions(&filter).await?))
 }
 
-/// One package version with entitlements and configuration; PKG is a VersionId, PackageId or name.
+/// One package version with entitlements and configuration. PKG, here and in
+/// every `/packages/{pkg}…` route: a VersionId; a PackageId or a name (the
+/// package's published version, else its newest); or `NAME@VERSION`. A name two
+/// packages carry is 409, naming their PackageIds.
 #[utoipa::path(get, path = "/api/v1/packages/{pkg}", tag = "packages", params(("pkg" = String, Path)),
     responses((status = 200, body = PackageDetails), (status = 404, body = ErrorBody)))]
 pub(super) async fn show_package(
@@ -73,7 +77,8 @@ pub(super) async fn set_published(
     ))
 }
 
-/// Publish a package version (`Publish-AppvServerPackage`).
+/// Publish a package version (`Publish-AppvServerPackage`); the package's other
+/// versions are unpublished in the same transaction.
 #[utoipa::path(post, path = "/api/v1/packages/{pkg}/publish", tag = "packages", params(("pkg" = String, Path)), responses((status = 200, body = PackageVersion)))]
 pub(super) async fn publish_package(
     State(state): State<AppState>,
@@ -111,14 +116,14 @@ pub(super) async fn get_deployment_config(
 
 /// Set the deployment configuration (`Set-AppvServerPackage -DynamicDeploymentConfiguration`).
 #[utoipa::path(put, path = "/api/v1/packages/{pkg}/deployment-config", tag = "packages", params(("pkg" = String, Path)),
-    request_body = DeploymentConfigRequest, responses((status = 204), (status = 400, body = ErrorBody)))]
+    request_body = DeploymentConfigRequest, responses((status = 204), (status = 400, body = ErrorBody, description = "not a DeploymentConfiguration document")))]
 pub(super) async fn set_deployment_config(
     State(state): State<AppState>,
     _admin: Admin,
     UrlPath(pkg): UrlPath<String>,
     Json(req): Json<DeploymentConfigRequest>,
 ) -> ApiResult<StatusCode> {
-    check_xml("deployment configuration", &req.config)?;
+    Configuration::Deployment.check(&req.config)?;
     let version = resolve_version(&*state.store, &pkg).await?;
     state
         .store
@@ -142,37 +147,10 @@ pub(super) async fn clear_deployment_config(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Configuration documents must at least be well-formed XML.
-pub(super) fn check_xml(what: &str, text: &str) -> ApiResult<()> {
-    let mut reader = quick_xml_reader(text);
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Eof) => return Ok(()),
-            Ok(quick_xml::events::Event::DocType(_)) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the {what} must not have a DOCTYPE"
-                )));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(ApiError::BadRequest(format!(
-                    "the {what} is not well-formed XML: {e}"
-                )));
-            }
-        }
-    }
-}
-
-pub(super) fn quick_xml_reader(text: &str) -> quick_xml::Reader<&[u8]> {
-    let mut reader = quick_xml::Reader::from_str(text);
-    reader.config_mut().check_end_names = true;
-    reader
-}
-
 /// Entitle a group to a version (`Grant-AppvServerPackage`), with an optional user configuration.
 #[utoipa::path(put, path = "/api/v1/packages/{pkg}/entitlements/{group}", tag = "packages",
     params(("pkg" = String, Path), ("group" = String, Path)), request_body = GrantRequest,
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody, description = "the user configuration is not a UserConfiguration document"), (status = 404, body = ErrorBody)))]
 pub(super) async fn grant_package(
     State(state): State<AppState>,
     _admin: Admin,
@@ -181,7 +159,7 @@ pub(super) async fn grant_package(
 ) -> ApiResult<StatusCode> {
     let user_config = body.and_then(|Json(b)| b.user_config);
     if let Some(c) = &user_config {
-        check_xml("user configuration", c)?;
+        Configuration::User.check(c)?;
     }
     let version = resolve_version(&*state.store, &pkg).await?;
     state
@@ -249,7 +227,8 @@ pub(super) async fn import_from_store(
 }
 
 /// Import a new version of a package, optionally transferring entitlements and
-/// configuration, in one transaction with the new version. Retrying is safe: the
+/// configuration and publishing it (unpublishing the package's other versions),
+/// in one transaction with the new version. Retrying is safe: the
 /// same upload again completes the upgrade rather than fails.
 #[utoipa::path(post, path = "/api/v1/packages/{pkg}/upgrade", tag = "packages", params(("pkg" = String, Path), UpgradeQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
@@ -267,6 +246,7 @@ pub(super) async fn upgrade_package(
     let record = Record::Upgrade {
         previous,
         transfer: q.transfer,
+        publish: q.publish,
     };
     let imported = import::import_received(state.catalog(), received, record).await?;
     Ok((

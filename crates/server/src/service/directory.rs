@@ -2,10 +2,11 @@
 //! groups (one transaction each; a user's creation is idempotent, a machine's
 //! credential is issued once), administrators with their password hash and API
 //! tokens, and removing an administrator — never the last, which the store
-//! checks inside its transaction so that concurrent removals cannot race past it.
+//! checks inside its transaction so that concurrent removals cannot race past it;
+//! deleting a group only when it holds nothing, or by force.
 
 use avail_model::api::RegisteredServer;
-use avail_model::{Added, rules};
+use avail_model::{Added, GroupHoldings, rules};
 
 use super::Catalog;
 use crate::auth;
@@ -104,4 +105,71 @@ pub(crate) async fn create_token(catalog: &Catalog, admin: &str, label: &str) ->
         .add_api_token(admin, &auth::hash_secret(&token), label)
         .await?;
     Ok(token)
+}
+
+/// Delete group `name`. Without `force`, a group that holds entitlements (to a
+/// package version or a connection group) or memberships (it has members, or is
+/// a member of another group) is refused with `group_in_use`, naming what
+/// deleting it would revoke; with `force` all of that goes with it. The store
+/// decides inside its transaction, so nothing granted meanwhile is revoked
+/// unasked.
+pub(crate) async fn delete_group(catalog: &Catalog, name: &str, force: bool) -> ApiResult<()> {
+    let deletion = catalog.store.delete_group(name, force).await?;
+    if deletion.deleted {
+        return Ok(());
+    }
+    Err(ApiError::GroupInUse(format!(
+        "group {name} {}; delete it with --force to revoke them",
+        describe(&deletion.holdings)
+    )))
+}
+
+/// What a group holds, as the tail of a sentence about it: "is entitled to
+/// Editor 2.0 and connection group Suite, has 2 members (alice, pc1), and is a
+/// member of group labs".
+fn describe(h: &GroupHoldings) -> String {
+    let entitled: Vec<String> = h
+        .packages
+        .iter()
+        .cloned()
+        .chain(
+            h.connection_groups
+                .iter()
+                .map(|c| format!("connection group {c}")),
+        )
+        .collect();
+    let mut held = Vec::new();
+    if !entitled.is_empty() {
+        held.push(format!("is entitled to {}", and_list(&entitled)));
+    }
+    if !h.members.is_empty() {
+        let names: Vec<&str> = h.members.iter().map(|m| m.name()).collect();
+        held.push(format!(
+            "has {} member{} ({})",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ));
+    }
+    if !h.member_of.is_empty() {
+        held.push(format!(
+            "is a member of group{} {}",
+            if h.member_of.len() == 1 { "" } else { "s" },
+            and_list(&h.member_of)
+        ));
+    }
+    match held.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }

@@ -101,11 +101,46 @@ pub(crate) fn part_prefix() -> String {
     format!("{}.{}.", host_name(), std::process::id())
 }
 
-/// A new `.part` file in `.incoming` (created if needed).
+/// The mode a file created with mode 0666 gets in the directory `dir` — `0666 &
+/// !umask`, or what a default ACL says — found once per process by creating a
+/// probe file (a unique name like a `.part` file's, so a crash leaves nothing
+/// the sweep at start does not remove): the standard library has no call that
+/// reads the umask without changing it.
+fn creation_mode(dir: &Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(mode) = MODE.get() {
+        return Ok(*mode);
+    }
+    // Unique: concurrent first imports may probe at the same time.
+    let probe = dir.join(format!(
+        "{}{}.umask.part",
+        part_prefix(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|f| f.metadata());
+    let removed = std::fs::remove_file(&probe);
+    let mode = created?.permissions().mode() & 0o777;
+    removed?;
+    Ok(*MODE.get_or_init(|| mode))
+}
+
+/// A new `.part` file in `.incoming` (the directory created private, 0700, if
+/// needed). The file itself is private (0600) until it is published under
+/// `packages/`, where [`import`] gives it the mode the umask allows.
 pub(crate) fn incoming_file(root: &Path) -> ApiResult<(std::fs::File, tempfile::TempPath)> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let dir = root.join(INCOMING);
     let io = |e| ApiError::io(&store_name(root), e);
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(root).map_err(io)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+        _ => {}
+    }
     let tmp = tempfile::Builder::new()
         .prefix(&part_prefix())
         .suffix(".part")
@@ -263,10 +298,12 @@ pub(crate) enum Record {
     /// A new version, on its own.
     Version,
     /// A new version of `previous`'s package, with or without App-V's transfer of
-    /// entitlements and configuration.
+    /// entitlements and configuration, and published (the package's other
+    /// versions unpublished) or not.
     Upgrade {
         previous: PackageVersion,
         transfer: bool,
+        publish: bool,
     },
 }
 
@@ -320,6 +357,19 @@ pub(crate) async fn import(
     let dir = target.parent().expect("per-version path has a parent");
     let io = |e| ApiError::io(&store_name(&catalog.content_root), e);
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    // tempfile made the upload private (0600); a published package file is
+    // readable as the umask allows, so that a mirror (nginx as another user) can
+    // serve the content store.
+    let incoming_dir = catalog.content_root.join(INCOMING);
+    let part = incoming.path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = creation_mode(&incoming_dir)?;
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(mode))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(io)?;
     // Never replace a stored file: a version's file is immutable once it exists.
     let existed = match incoming.path.persist_noclobber(&target) {
         Ok(()) => {
@@ -344,10 +394,16 @@ pub(crate) async fn import(
         Err(e) => return Err(io(e.error)),
     };
     let recorded = match (&record, from) {
-        (Record::Upgrade { transfer, .. }, Some(from)) => {
+        (
+            Record::Upgrade {
+                transfer, publish, ..
+            },
+            Some(from),
+        ) => {
             let what = Transfer {
                 entitlements: *transfer,
                 deployment_config: *transfer,
+                publish: *publish,
             };
             catalog
                 .store
@@ -385,8 +441,8 @@ pub(crate) async fn upgrade_from(
 ) -> ApiResult<VersionId> {
     if version.package_id != previous.package.package_id {
         return Err(ApiError::BadRequest(format!(
-            "the package's PackageId {} is not {}: an upgrade must be a new version of the same package",
-            version.package_id, previous.package.package_id
+            "the upload is not a version of {}, it was packed as a different package (PackageId {}, not {}): make the new version with `avail package pack --update-of OLD.appv`",
+            previous.package.name, version.package_id, previous.package.package_id
         )));
     }
     if version.version_id != previous.package.version_id {
@@ -615,6 +671,13 @@ pub(crate) fn sweep_incoming(root: &Path) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
+    // Uploads are private until they are published; an older Avail created the
+    // directory with the umask's mode.
+    if let Err(e) =
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+    {
+        tracing::warn!(dir = %dir.display(), "cannot make the upload directory private: {e}");
+    }
     let host = host_name();
     let me = std::process::id();
     let mut removed = 0;

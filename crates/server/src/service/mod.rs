@@ -5,11 +5,13 @@
 //! users and machines with their groups, administrators and their tokens
 //! ([`directory`]); finding a package or a connection group by id or name,
 //! removing a version with its file, placing a connection group member
-//! ([`catalog`]).
+//! ([`catalog`]); checking App-V's configuration documents before they are
+//! stored ([`configuration`]).
 //! Handlers in `management` only turn HTTP into these calls and their results
 //! into responses.
 
 pub(crate) mod catalog;
+pub(crate) mod configuration;
 pub(crate) mod directory;
 pub(crate) mod import;
 
