@@ -36,9 +36,9 @@ enum Command {
     /// Install or check the Management and Reporting DB schemas.
     #[command(subcommand)]
     Db(db::DbCommand),
-    /// Run the server roles (management, content) on this machine.
+    /// Run the server roles (management, reporting, content) on this machine.
     Server(server::ServerArgs),
-    /// Administer a management server: packages, connection groups, directory, servers.
+    /// Administer a management server: packages, connection groups, directory, servers, usage reports.
     #[command(after_help = admin::HELP)]
     Admin(admin::AdminArgs),
 }

@@ -16,7 +16,7 @@ pub struct ServerArgs {
     /// Data directory: SQLite files, the content store, the bootstrap token [default: ./avail-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Roles to run, comma-separated: management, content (publishing and reporting are not built yet) [default: all].
+    /// Roles to run, comma-separated: management, reporting, content (publishing is not built yet) [default: all].
     #[arg(long, value_delimiter = ',')]
     roles: Vec<String>,
 }

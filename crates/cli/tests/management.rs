@@ -1079,3 +1079,56 @@ fn package_files_follow_the_umask_and_secrets_stay_private() {
     assert_eq!(mode(&server.data.join("management.db")), 0o600);
     assert_eq!(mode(&server.data.join("admin-token")), 0o600);
 }
+
+/// `user show` and `machine show` answer with the publishing catalog's own
+/// resolution: nested groups, only published versions, connection groups only
+/// with their required members, an unknown user not found.
+#[test]
+fn users_and_machines_show_what_they_receive() {
+    let server = start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let a1 = pack(tmp.path(), "Editor", PKG_A, A1, "1.0", "version one\n");
+    let b1 = pack(tmp.path(), "Viewer", PKG_B, B1, "1.0", "viewer\n");
+    for p in [&a1, &b1] {
+        server.admin_ok(&["package", "import", p.to_str().unwrap()]);
+    }
+    for group in ["staff", "devs", "lab"] {
+        server.admin_ok(&["group", "create", group]);
+    }
+    server.admin_ok(&["group", "add", "staff", "group", "devs"]);
+    server.admin_ok(&["user", "create", "alice", "--group", "devs"]);
+    server.admin_ok(&["machine", "create", "pc1", "--group", "lab"]);
+    server.admin_ok(&["package", "grant", "Editor", "staff"]);
+    server.admin_ok(&["package", "grant", "Viewer", "lab"]);
+    server.admin_ok(&["package", "publish", "Editor"]);
+    server.admin_ok(&["connection-group", "create", "Suite"]);
+    server.admin_ok(&["connection-group", "add", "Suite", "Editor"]);
+    server.admin_ok(&["connection-group", "grant", "Suite", "devs"]);
+    server.admin_ok(&["connection-group", "publish", "Suite"]);
+
+    let alice = server.admin_json(&["user", "show", "alice"]);
+    assert_eq!(alice["kind"], "user");
+    assert_eq!(alice["groups"], serde_json::json!(["devs", "staff"]));
+    assert_eq!(alice["packages"].as_array().unwrap().len(), 1);
+    assert_eq!(alice["packages"][0]["version_id"], A1);
+    assert_eq!(alice["connection_groups"][0]["name"], "Suite");
+    let shown = server.admin_ok(&["user", "show", "alice"]);
+    assert!(shown.contains("groups: devs, staff"), "{shown}");
+    assert!(
+        shown.contains(&format!("package Editor 1.0.0.0 {A1}")),
+        "{shown}"
+    );
+    assert!(shown.contains("connection-group Suite"), "{shown}");
+
+    // Viewer is granted to lab but not published: the machine receives nothing.
+    let pc1 = server.admin_json(&["machine", "show", "pc1"]);
+    assert_eq!(pc1["groups"], serde_json::json!(["lab"]));
+    assert_eq!(pc1["packages"], serde_json::json!([]));
+    server.admin_ok(&["package", "publish", "Viewer"]);
+    let pc1 = server.admin_json(&["machine", "show", "pc1"]);
+    assert_eq!(pc1["packages"][0]["version_id"], B1);
+
+    let o = server.admin(&["user", "show", "mallory"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not found"), "{}", text(&o.stderr));
+}

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::Entitlement;
-use crate::domain::{PackageVersion, Principal, PublishingServer};
-use crate::ids::VersionId;
+use crate::domain::{PackageVersion, Principal, PrincipalKind, PublishingServer};
+use crate::ids::{ConnectionGroupId, PackageId, VersionId};
 
 /// The API's base path.
 pub const BASE: &str = "/api/v1";
@@ -190,6 +190,49 @@ pub struct GroupMembers {
     pub members: Vec<Principal>,
 }
 
+/// What a user or machine receives, resolved by the publishing catalog's own
+/// function ([`Catalog::receives`](crate::catalog::Catalog::receives)) from the
+/// catalog at `sequence`: the same answer a publishing node gives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EffectivePublishing {
+    /// The user's or machine's name.
+    pub name: String,
+    /// Whether it is a user or a machine.
+    pub kind: PrincipalKind,
+    /// Every group it is in, directly or through nested groups, sorted.
+    pub groups: Vec<String>,
+    /// The published package versions it receives.
+    pub packages: Vec<EffectivePackage>,
+    /// The published connection groups it receives.
+    pub connection_groups: Vec<EffectiveConnectionGroup>,
+    /// The catalog's change sequence.
+    pub sequence: i64,
+}
+
+/// A package version a principal receives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EffectivePackage {
+    /// The package.
+    pub package_id: PackageId,
+    /// Its published version.
+    pub version_id: VersionId,
+    /// Display name.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+}
+
+/// A connection group a principal receives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveConnectionGroup {
+    /// The connection group.
+    pub id: ConnectionGroupId,
+    /// Display name.
+    pub name: String,
+    /// Priority.
+    pub priority: i32,
+}
+
 /// Register a publishing server (`Add-AppvPublishingServer`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterServerRequest {
@@ -234,4 +277,39 @@ pub struct CreatedToken {
 pub struct Health {
     /// `ok`, or what is wrong.
     pub status: String,
+}
+
+/// How `GET /api/v1/reports/launches` groups launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchesBy {
+    /// Per application and day (UTC).
+    #[default]
+    Day,
+    /// Per user.
+    User,
+    /// Per package version.
+    Package,
+    /// Per application, all days together.
+    Application,
+}
+
+impl LaunchesBy {
+    /// Its name in the query string and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            LaunchesBy::Day => "day",
+            LaunchesBy::User => "user",
+            LaunchesBy::Package => "package",
+            LaunchesBy::Application => "application",
+        }
+    }
+}
+
+/// Query of the launch report.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct LaunchesQuery {
+    /// The grouping (default `day`).
+    #[serde(default)]
+    pub by: LaunchesBy,
 }

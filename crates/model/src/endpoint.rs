@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::*;
-use crate::domain::{Administrator, ConnectionGroup, PackageVersion, PublishingServer};
+use crate::domain::{
+    Administrator, ClientCache, ConnectionGroup, LaunchCount, PackageVersion, PublishingServer,
+};
 
 /// HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,7 @@ macro_rules! endpoints {
                 (ListPackages::METHOD, ListPackages::ROUTE),
                 (UpgradePackage::METHOD, UpgradePackage::ROUTE),
                 (DeleteGroup::METHOD, DeleteGroup::ROUTE),
+                (ReportLaunches::METHOD, ReportLaunches::ROUTE),
             ]
         }
     };
@@ -165,6 +168,9 @@ endpoints! {
     /// Remove a group's entitlement to a connection group.
     RevokeConnectionGroup { cg, group } => Delete "/api/v1/connection-groups/{cg}/entitlements/{group}" -> ConnectionGroup;
 
+    /// Every client that reported, with its packages and how much of each it has cached.
+    ReportClients {} => Get "/api/v1/reports/clients" -> Vec<ClientCache>;
+
     /// Registered publishing servers (`Get-AppvPublishingServer`).
     ListServers {} => Get "/api/v1/publishing-servers" -> Vec<PublishingServer>;
     /// Register a publishing server (`Add-AppvPublishingServer`).
@@ -185,12 +191,16 @@ endpoints! {
     ListUsers {} => Get "/api/v1/users" -> Vec<String>;
     /// Add a user, optionally into groups.
     CreateUser {} body: CreateUserRequest => Post "/api/v1/users" -> CreatedUser;
+    /// What a user receives through its groups (nested groups resolved).
+    ShowUser { name } => Get "/api/v1/users/{name}" -> EffectivePublishing;
     /// Remove a user.
     DeleteUser { name } => Delete "/api/v1/users/{name}" -> ();
     /// Machines in the directory.
     ListMachines {} => Get "/api/v1/machines" -> Vec<String>;
     /// Add a machine, optionally into groups; its credential is in the answer only.
     CreateMachine {} body: CreateMachineRequest => Post "/api/v1/machines" -> CreatedMachine;
+    /// What a machine receives through its groups (App-V's global publishing).
+    ShowMachine { name } => Get "/api/v1/machines/{name}" -> EffectivePublishing;
     /// Remove a machine.
     DeleteMachine { name } => Delete "/api/v1/machines/{name}" -> ();
     /// Groups in the directory.
@@ -263,6 +273,29 @@ impl Endpoint for UpgradePackage {
             self.query.transfer,
             self.query.publish
         )
+    }
+
+    fn body(&self) -> Option<&()> {
+        None
+    }
+}
+
+/// Launch counts from the Reporting DB, most launches first, grouped as
+/// [`LaunchesQuery::by`] says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportLaunches {
+    /// The grouping, sent as the query string.
+    pub query: LaunchesQuery,
+}
+
+impl Endpoint for ReportLaunches {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/api/v1/reports/launches";
+    type Response = Vec<LaunchCount>;
+    type Body = ();
+
+    fn path(&self) -> String {
+        format!("{}?by={}", Self::ROUTE, self.query.by.name())
     }
 
     fn body(&self) -> Option<&()> {

@@ -2,8 +2,10 @@
 //! and Reporting DBs hold ([`domain`]), the ids that name those things
 //! ([`ids`]), the management API's requests and responses ([`api`]) with the
 //! method and path of each ([`endpoint`]), the JSON error body every role sends
-//! ([`ErrorBody`]), and the domain rules both database backends and the HTTP
-//! layer apply ([`rules`]). With the `client` feature, the async
+//! ([`ErrorBody`]), the domain rules both database backends and the HTTP layer
+//! apply ([`rules`]), and the publishing catalog with its resolution of what a
+//! user or machine receives ([`catalog`]), rendered as MS-VAPR's publishing
+//! document ([`publishing`]). With the `client` feature, the async
 //! [`ManagementClient`](client::ManagementClient) that sends those requests.
 //!
 //! `avail-store`, `avail-server`, the `avail` binary and the coming client
@@ -12,12 +14,14 @@
 //! checks that with `cargo tree`).
 
 pub mod api;
+pub mod catalog;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod domain;
 pub mod endpoint;
 mod error;
 pub mod ids;
+pub mod publishing;
 pub mod rules;
 
 pub use domain::*;

@@ -30,7 +30,12 @@ pub enum Role {
 
 impl Role {
     /// The roles this build can run.
-    pub const AVAILABLE: [Role; 2] = [Role::Management, Role::Content];
+    pub const AVAILABLE: [Role; 4] = [
+        Role::Management,
+        Role::Publishing,
+        Role::Reporting,
+        Role::Content,
+    ];
 
     /// Its name on the command line and in the config.
     pub fn name(self) -> &'static str {
@@ -60,8 +65,9 @@ impl FromStr for Role {
         };
         if !Role::AVAILABLE.contains(&role) {
             return Err(format!(
-                "the {} role is not part of this version of Avail yet; available: management, content",
-                role.name()
+                "the {} role is not part of this version of Avail yet; available: {}",
+                role.name(),
+                Role::AVAILABLE.map(Role::name).join(", ")
             ));
         }
         Ok(role)
@@ -88,9 +94,9 @@ pub struct Config {
     pub content: ContentConfig,
     /// Connection limits and timeouts, the same for every role's listener.
     pub http: HttpConfig,
-    /// Listeners of roles still to come, kept so that configs written for them parse.
+    /// The publishing role.
     pub publishing: ListenConfig,
-    /// See `publishing`.
+    /// The reporting role.
     pub reporting: ReportingConfig,
 }
 
@@ -193,6 +199,13 @@ pub struct ReportingConfig {
     pub listen: SocketAddr,
     /// Reporting DB URL; a SQLite file in the data directory when unset.
     pub database_url: Option<String>,
+    /// Largest SetReport body, in bytes; larger ones get `413`.
+    pub max_body_bytes: usize,
+    /// Reports received at once (each holds its body in memory); more wait up
+    /// to five seconds for a turn, then get `503`.
+    pub max_concurrent_requests: usize,
+    /// Deadline of a report, body included, in seconds (0: none).
+    pub request_timeout_secs: u64,
     /// PEM certificate chain to serve HTTPS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -204,6 +217,9 @@ impl std::fmt::Debug for ReportingConfig {
         f.debug_struct("ReportingConfig")
             .field("listen", &self.listen)
             .field("database_url", &self.database_url.as_deref().map(redact))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("request_timeout_secs", &self.request_timeout_secs)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .finish()
@@ -333,6 +349,9 @@ impl Default for ReportingConfig {
         ReportingConfig {
             listen: addr(8082),
             database_url: None,
+            max_body_bytes: 4 << 20,
+            max_concurrent_requests: 64,
+            request_timeout_secs: 60,
             tls_cert: None,
             tls_key: None,
         }
@@ -517,6 +536,13 @@ impl Config {
         if let Some(v) = env("AVAIL_MAX_UPLOAD_BYTES") {
             self.management.max_upload_bytes = parse("AVAIL_MAX_UPLOAD_BYTES", v)?;
         }
+        if let Some(v) = env("AVAIL_REPORTING_MAX_BODY_BYTES") {
+            self.reporting.max_body_bytes = parse("AVAIL_REPORTING_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = env("AVAIL_REPORTING_MAX_CONCURRENT_REQUESTS") {
+            self.reporting.max_concurrent_requests =
+                parse("AVAIL_REPORTING_MAX_CONCURRENT_REQUESTS", v)?;
+        }
         if let Some(v) = env("AVAIL_MAX_CONCURRENT_REQUESTS") {
             self.management.max_concurrent_requests = parse("AVAIL_MAX_CONCURRENT_REQUESTS", v)?;
         }
@@ -566,6 +592,14 @@ impl Config {
             (
                 "management.password_failures_per_minute",
                 u64::from(self.management.password_failures_per_minute),
+            ),
+            (
+                "reporting.max_body_bytes",
+                self.reporting.max_body_bytes as u64,
+            ),
+            (
+                "reporting.max_concurrent_requests",
+                self.reporting.max_concurrent_requests as u64,
             ),
         ];
         if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
@@ -652,6 +686,14 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("management.db").display()))
     }
+
+    /// The Reporting DB's URL: the configured one, else `reporting.db` in the data directory.
+    pub fn reporting_database_url(&self) -> String {
+        self.reporting
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("reporting.db").display()))
+    }
 }
 
 #[cfg(test)]
@@ -720,8 +762,57 @@ mod tests {
                 d.max_connections
             )
         );
+        let (r, d) = (&c.reporting, ReportingConfig::default());
+        assert_eq!(
+            (
+                r.max_body_bytes,
+                r.max_concurrent_requests,
+                r.request_timeout_secs
+            ),
+            (
+                d.max_body_bytes,
+                d.max_concurrent_requests,
+                d.request_timeout_secs
+            )
+        );
         assert_eq!(c.check(), Ok(()));
         assert_eq!(c.roles().unwrap(), Role::AVAILABLE);
+    }
+
+    #[test]
+    fn reporting_settings_come_from_the_environment() {
+        let c = Config::default();
+        assert_eq!(c.reporting.max_body_bytes, 4 << 20);
+        assert_eq!(
+            c.reporting_database_url(),
+            format!(
+                "sqlite:{}",
+                Path::new("./avail-data/reporting.db").display()
+            )
+        );
+        let env = |k: &str| match k {
+            "AVAIL_REPORTING_MAX_BODY_BYTES" => Some("1000".to_owned()),
+            "AVAIL_REPORTING_MAX_CONCURRENT_REQUESTS" => Some("3".to_owned()),
+            "AVAIL_REPORTING_DATABASE_URL" => Some("sqlite:r.db".to_owned()),
+            "AVAIL_ROLES" => Some("reporting".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.reporting.max_body_bytes, 1000);
+        assert_eq!(c.reporting.max_concurrent_requests, 3);
+        assert_eq!(c.reporting_database_url(), "sqlite:r.db");
+        assert_eq!(c.roles().unwrap(), [Role::Reporting]);
+        let c = Config {
+            reporting: ReportingConfig {
+                max_body_bytes: 0,
+                ..ReportingConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            c.check(),
+            Err("reporting.max_body_bytes must be at least 1".to_owned())
+        );
     }
 
     #[test]
@@ -788,7 +879,7 @@ mod tests {
             roles: vec!["publishing".into()],
             ..Config::default()
         };
-        assert!(c.roles().unwrap_err().contains("not part of this version"));
+        assert_eq!(c.roles().unwrap(), [Role::Publishing]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Avail's server roles as axum routers, and the process that runs them.
 //!
-//! Each role (management: the admin API; content: the package store over HTTP
-//! with byte ranges; publishing and reporting come with their own work) has its
+//! Each role (management: the admin API; reporting: MS-VAPR SetReport into the
+//! Reporting DB, anonymous as in App-V; publishing: MS-VAPR GetPackage from the
+//! catalog in memory; content: the package store over HTTP with byte ranges) has its
 //! own listener, because MS-VAPR puts both the publishing and the reporting
 //! resource at `/`. Every role answers `/healthz` (alive), `/readyz` (able to
 //! serve) and `/metrics` (Prometheus), outside any request limit so that they
@@ -32,7 +33,9 @@ mod error;
 mod listener;
 mod management;
 mod metrics;
+mod publishing;
 mod rejection;
+mod reporting;
 mod role;
 mod service;
 mod tls;

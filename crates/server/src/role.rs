@@ -2,7 +2,7 @@
 //!
 //! A role is built from what the process shares ([`Shared`]: the
 //! configuration, the content store's path, the metrics, and the Management
-//! DB, opened at most once whichever roles need it) by a function that gives a
+//! and Reporting DBs, each opened at most once whichever roles need it) by a function that gives a
 //! [`RoleSpec`]: its listen address and TLS files, its router, its readiness
 //! check, whether it limits requests in flight or bounds their time, and the
 //! runtime it runs on. [`build`] picks that function; a new role is one more
@@ -31,7 +31,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::config::{Config, Role, TlsFiles, redact};
 use crate::error::ApiError;
-use crate::{auth, content, listener, management, metrics, rejection};
+use crate::{auth, content, listener, management, metrics, publishing, rejection, reporting};
 
 /// How long a request waits for a free slot before it gets `503`.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
@@ -42,6 +42,7 @@ pub(crate) struct Shared {
     pub content_root: PathBuf,
     pub metrics: metrics::Metrics,
     management_store: OnceCell<Arc<dyn avail_store::ManagementStore>>,
+    reporting_store: OnceCell<Arc<dyn avail_store::ReportingStore>>,
 }
 
 impl Shared {
@@ -62,6 +63,7 @@ impl Shared {
             content_root,
             metrics: metrics::Metrics::new(),
             management_store: OnceCell::new(),
+            reporting_store: OnceCell::new(),
         })
     }
 
@@ -73,6 +75,19 @@ impl Shared {
                 avail_store::open_management(&url)
                     .await
                     .with_context(|| format!("cannot open the Management DB at {}", redact(&url)))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The Reporting DB, opened on first use and shared from then on.
+    pub async fn reporting_store(&self) -> anyhow::Result<Arc<dyn avail_store::ReportingStore>> {
+        self.reporting_store
+            .get_or_try_init(|| async {
+                let url = self.config.reporting_database_url();
+                avail_store::open_reporting(&url)
+                    .await
+                    .with_context(|| format!("cannot open the Reporting DB at {}", redact(&url)))
             })
             .await
             .cloned()
@@ -114,9 +129,8 @@ pub(crate) async fn build(role: Role, shared: &Shared) -> anyhow::Result<RoleSpe
     match role {
         Role::Management => management_role(shared).await,
         Role::Content => content_role(shared).await,
-        Role::Publishing | Role::Reporting => {
-            anyhow::bail!("the {role} role is not part of this version of Avail yet")
-        }
+        Role::Reporting => reporting_role(shared).await,
+        Role::Publishing => publishing_role(shared).await,
     }
 }
 
@@ -141,6 +155,7 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
     bootstrap(&*store, &config.data_dir).await?;
     let state = management::AppState {
         store: store.clone(),
+        reporting: shared.reporting_store().await?,
         content_root: shared.content_root.clone(),
         max_upload_bytes: config.management.max_upload_bytes,
     };
@@ -171,6 +186,72 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
     Ok(RoleSpec::new(
         shared,
         Role::Management,
+        Runtime::Shared,
+        app,
+    ))
+}
+
+/// The reporting role: MS-VAPR SetReport into the Reporting DB, anonymous as
+/// in App-V (see [`reporting`]); ready while the Reporting DB answers.
+async fn reporting_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
+    let config = &shared.config.reporting;
+    let store = shared.reporting_store().await?;
+    let router = reporting::router(store.clone(), config.max_body_bytes);
+    let ready: ReadyCheck = Arc::new(move || {
+        let store = store.clone();
+        async move {
+            // A lookup by primary key: cheap, and it needs the database.
+            store.raw_report(uuid::Uuid::nil()).await.err().map(|e| {
+                tracing::warn!("not ready: {e}");
+                "the Reporting DB is unreachable".to_owned()
+            })
+        }
+        .boxed()
+    });
+    // Reports are no uploads: the upload pool stays unused.
+    let app = App {
+        router,
+        ready,
+        requests: Some(RequestSlots::new(config.max_concurrent_requests, 1)),
+        request_timeout: (config.request_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.request_timeout_secs)),
+    };
+    Ok(RoleSpec::new(shared, Role::Reporting, Runtime::Shared, app))
+}
+
+/// The publishing role: MS-VAPR GetPackage from the catalog in memory (see
+/// [`publishing`]), built from the Management DB at start and rebuilt whenever
+/// its change sequence moves; package URLs point at this node's content role.
+/// Ready from the start: it answers from memory even while the database is
+/// unreachable.
+async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
+    let store = shared.management_store().await?;
+    let snapshot = store
+        .catalog_snapshot()
+        .await
+        .context("cannot read the publishing catalog from the Management DB")?;
+    let config = &shared.config;
+    let scheme = if config.tls(Role::Content).is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let content_base_url = format!("{scheme}://{}", config.listen(Role::Content));
+    let state = publishing::PublishingState::new(
+        avail_model::catalog::Catalog::new(snapshot),
+        &content_base_url,
+    );
+    tokio::spawn(publishing::follow(store, state.clone()));
+    let ready: ReadyCheck = Arc::new(|| async { None }.boxed());
+    let app = App {
+        router: publishing::router(state),
+        ready,
+        requests: None,
+        request_timeout: None,
+    };
+    Ok(RoleSpec::new(
+        shared,
+        Role::Publishing,
         Runtime::Shared,
         app,
     ))
@@ -626,5 +707,32 @@ mod tests {
         }
         // Health stays open.
         assert_eq!(get(&content, "/healthz", &[]).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn publishing_authenticates_machines_from_the_catalog_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), false);
+        let store = shared.management_store().await.unwrap();
+        store
+            .create_machine("pc1", &auth::hash_secret("pc1-credential"), &[])
+            .await
+            .unwrap();
+        let publishing = router(&shared, Role::Publishing).await;
+        let (status, headers, body) = get(
+            &publishing,
+            "/?ClientVersion=5.1.0.0&ClientOS=WindowsClient_10.0_x64",
+            &[("authorization", "Bearer pc1-credential")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
+        assert!(body.contains("<Publishing Protocol=\"1.0\">"));
+        let (status, _, code) = get(&publishing, "/", &[]).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+        assert_eq!(get(&publishing, "/readyz", &[]).await.0, StatusCode::OK);
     }
 }

@@ -142,6 +142,13 @@ pub trait ManagementStore: Send + Sync {
     /// The machine a credential hash belongs to.
     async fn machine_by_credential(&self, credential_hash: &str) -> Result<Option<String>>;
 
+    /// Everything a publishing node needs, read in one consistent snapshot (one
+    /// read transaction) together with the change sequence it reflects:
+    /// published versions with applications, deployment configuration and
+    /// entitlements; published connection groups; groups, users, machines with
+    /// their credential hashes, and every direct membership.
+    async fn catalog_snapshot(&self) -> Result<catalog::CatalogSnapshot>;
+
     /// Register a publishing server with the hash of its credential.
     async fn register_publishing_server(
         &self,

@@ -1299,6 +1299,128 @@ impl ManagementStore for PgManagement {
         })
     }
 
+    async fn catalog_snapshot(&self) -> Result<catalog::CatalogSnapshot> {
+        with_client!(self.pool, true, |c| {
+            // One REPEATABLE READ transaction: every SELECT sees the same snapshot.
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let sequence: i64 = tx
+                .query_one("SELECT seq FROM change_sequence WHERE id = 1", &[])
+                .await?
+                .get(0);
+            let mut packages = Vec::new();
+            for row in tx
+                .query(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS} FROM package_versions WHERE published
+                         ORDER BY created_at, version_id"
+                    ),
+                    &[],
+                )
+                .await?
+            {
+                let version = read_version(&tx, &row).await?.package;
+                let deployment_config = tx
+                    .query_opt(
+                        "SELECT config, updated_at FROM deployment_configs WHERE version_id = $1",
+                        &[&version.version_id.0],
+                    )
+                    .await?
+                    .map(|r| catalog::Configuration {
+                        document: r.get(0),
+                        updated_at: r.get(1),
+                    });
+                let entitlements = tx
+                    .query(
+                        "SELECT group_name, user_config FROM entitlements WHERE version_id = $1 ORDER BY group_name",
+                        &[&version.version_id.0],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| Entitlement {
+                        group: r.get(0),
+                        user_config: r.get(1),
+                    })
+                    .collect();
+                packages.push(catalog::PublishedPackage {
+                    version,
+                    deployment_config,
+                    entitlements,
+                });
+            }
+            let mut connection_groups = Vec::new();
+            for row in tx
+                .query(
+                    "SELECT id FROM connection_groups WHERE published ORDER BY priority, name",
+                    &[],
+                )
+                .await?
+            {
+                connection_groups
+                    .push(get_connection_group(&tx, ConnectionGroupId(row.get(0))).await?);
+            }
+            let mut groups: Vec<String> = tx
+                .query("SELECT name FROM groups", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            groups.sort();
+            let mut users: Vec<String> = tx
+                .query("SELECT name FROM users", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            users.sort();
+            let mut machines: Vec<catalog::MachineCredential> = tx
+                .query("SELECT name, credential_hash FROM machines", &[])
+                .await?
+                .iter()
+                .map(|r| catalog::MachineCredential {
+                    name: r.get(0),
+                    credential_hash: r.get(1),
+                })
+                .collect();
+            machines.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut memberships = Vec::new();
+            for (table, column, make) in [
+                (
+                    "group_users",
+                    "user_name",
+                    Principal::User as fn(String) -> Principal,
+                ),
+                ("group_machines", "machine_name", Principal::Machine),
+                ("group_groups", "member_name", Principal::Group),
+            ] {
+                for r in tx
+                    .query(&format!("SELECT group_name, {column} FROM {table}"), &[])
+                    .await?
+                {
+                    memberships.push(catalog::Membership {
+                        group: r.get(0),
+                        member: make(r.get(1)),
+                    });
+                }
+            }
+            memberships.sort();
+            tx.commit().await?;
+            Ok(catalog::CatalogSnapshot {
+                sequence,
+                packages,
+                connection_groups,
+                groups,
+                users,
+                machines,
+                memberships,
+            })
+        })
+    }
+
     async fn machine_by_credential(&self, credential_hash: &str) -> Result<Option<String>> {
         with_client!(self.pool, true, |c| {
             Ok(c.query_opt(

@@ -1109,6 +1109,120 @@ impl ManagementStore for SqliteManagement {
             .await
     }
 
+    async fn catalog_snapshot(&self) -> Result<catalog::CatalogSnapshot> {
+        self.db
+            .run(|conn| {
+                // One read transaction: every SELECT below sees the same database.
+                let c = conn.transaction()?;
+                let sequence =
+                    c.query_row("SELECT seq FROM change_sequence WHERE id = 1", [], |r| {
+                        r.get(0)
+                    })?;
+                let mut packages = Vec::new();
+                {
+                    let mut stmt = c.prepare(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM package_versions WHERE published = 1
+                         ORDER BY created_at, version_id"
+                    ))?;
+                    let mut rows = stmt.query([])?;
+                    let mut config = c.prepare_cached(
+                        "SELECT config, updated_at FROM deployment_configs WHERE version_id = ?1",
+                    )?;
+                    let mut entitled = c.prepare_cached(
+                        "SELECT group_name, user_config FROM entitlements WHERE version_id = ?1 ORDER BY group_name",
+                    )?;
+                    while let Some(row) = rows.next()? {
+                        let version = read_version(&c, row)?.package;
+                        let id = version.version_id.to_string();
+                        let deployment_config = config
+                            .query_row([&id], |r| {
+                                Ok(catalog::Configuration {
+                                    document: r.get(0)?,
+                                    updated_at: r.get(1)?,
+                                })
+                            })
+                            .optional()?;
+                        let entitlements = entitled
+                            .query_map([&id], |r| {
+                                Ok(Entitlement {
+                                    group: r.get(0)?,
+                                    user_config: r.get(1)?,
+                                })
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        packages.push(catalog::PublishedPackage {
+                            version,
+                            deployment_config,
+                            entitlements,
+                        });
+                    }
+                }
+                let ids = c
+                    .prepare(
+                        "SELECT id FROM connection_groups WHERE published = 1 ORDER BY priority, name",
+                    )?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let connection_groups = ids
+                    .into_iter()
+                    .map(|id| get_connection_group(&c, uuid(id)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let names = |sql: &str| -> Result<Vec<String>> {
+                    let mut names = c
+                        .prepare(sql)?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    names.sort();
+                    Ok(names)
+                };
+                let groups = names("SELECT name FROM groups")?;
+                let users = names("SELECT name FROM users")?;
+                let mut machines = c
+                    .prepare("SELECT name, credential_hash FROM machines")?
+                    .query_map([], |r| {
+                        Ok(catalog::MachineCredential {
+                            name: r.get(0)?,
+                            credential_hash: r.get(1)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut memberships = Vec::new();
+                for (table, column, make) in [
+                    (
+                        "group_users",
+                        "user_name",
+                        Principal::User as fn(String) -> Principal,
+                    ),
+                    ("group_machines", "machine_name", Principal::Machine),
+                    ("group_groups", "member_name", Principal::Group),
+                ] {
+                    let mut stmt = c.prepare(&format!("SELECT group_name, {column} FROM {table}"))?;
+                    for row in stmt.query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })? {
+                        let (group, name) = row?;
+                        memberships.push(catalog::Membership {
+                            group,
+                            member: make(name),
+                        });
+                    }
+                }
+                machines.sort_by(|a, b| a.name.cmp(&b.name));
+                memberships.sort();
+                c.commit()?;
+                Ok(catalog::CatalogSnapshot {
+                    sequence,
+                    packages,
+                    connection_groups,
+                    groups,
+                    users,
+                    machines,
+                    memberships,
+                })
+            })
+            .await
+    }
+
     async fn machine_by_credential(&self, credential_hash: &str) -> Result<Option<String>> {
         let hash = credential_hash.to_owned();
         self.db

@@ -1297,6 +1297,127 @@ impl TestDb {
     }
 }
 
+/// The publishing catalog is read whole: only published versions and connection
+/// groups, with configuration, entitlements, nested memberships and machine
+/// credential hashes, at the change sequence it reflects.
+async fn catalog_snapshot_is_whole(db: Arc<dyn ManagementStore>) {
+    let empty = db.catalog_snapshot().await.unwrap();
+    assert_eq!(empty.sequence, db.change_sequence().await.unwrap());
+    assert!(empty.packages.is_empty() && empty.groups.is_empty());
+
+    let editor = PackageId(Uuid::from_u128(0xE0));
+    let viewer = PackageId(Uuid::from_u128(0xF0));
+    let v1 = version(editor, 1, "Editor");
+    let v2 = version(editor, 2, "Editor");
+    let v3 = version(viewer, 3, "Viewer");
+    for v in [&v1, &v2, &v3] {
+        db.add_package_version(v.clone()).await.unwrap();
+    }
+    db.set_published(v2.version_id, true).await.unwrap();
+    db.set_deployment_config(v2.version_id, Some("<DeploymentConfiguration/>".into()))
+        .await
+        .unwrap();
+    for g in ["staff", "devs"] {
+        db.create_group(g).await.unwrap();
+    }
+    db.add_member("staff", &Principal::Group("devs".into()))
+        .await
+        .unwrap();
+    db.create_user("alice", &["devs".into()]).await.unwrap();
+    db.create_machine("pc1", "hash-pc1", &["staff".into()])
+        .await
+        .unwrap();
+    db.grant(v2.version_id, "staff", Some("<UserConfiguration/>".into()))
+        .await
+        .unwrap();
+    db.grant(v3.version_id, "staff", None).await.unwrap();
+    let suite = db.create_connection_group("Suite", 2).await.unwrap();
+    db.update_connection_group(
+        suite.id,
+        vec![
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: viewer,
+                version_id: None,
+                optional: true,
+            }),
+            ConnectionGroupChange::SetMember(ConnectionGroupMember {
+                package_id: editor,
+                version_id: None,
+                optional: false,
+            }),
+            ConnectionGroupChange::Grant("devs".into()),
+            ConnectionGroupChange::Publish(true),
+        ],
+    )
+    .await
+    .unwrap();
+    db.create_connection_group("Draft", 1).await.unwrap();
+
+    let snap = db.catalog_snapshot().await.unwrap();
+    assert_eq!(snap.sequence, db.change_sequence().await.unwrap());
+    assert!(snap.sequence > empty.sequence);
+    // v2 only: v1 is not published, v3 is not published either.
+    assert_eq!(snap.packages.len(), 1);
+    let p = &snap.packages[0];
+    assert_eq!(p.version, v2);
+    assert_eq!(
+        p.deployment_config.as_ref().map(|c| c.document.as_str()),
+        Some("<DeploymentConfiguration/>")
+    );
+    assert_eq!(
+        p.entitlements,
+        vec![Entitlement {
+            group: "staff".into(),
+            user_config: Some("<UserConfiguration/>".into()),
+        }]
+    );
+    assert_eq!(snap.connection_groups.len(), 1);
+    let cg = &snap.connection_groups[0];
+    assert_eq!(cg.name, "Suite");
+    assert_eq!(
+        cg.members.iter().map(|m| m.package_id).collect::<Vec<_>>(),
+        vec![viewer, editor]
+    );
+    assert_eq!(cg.entitled_groups, vec!["devs".to_string()]);
+    assert_eq!(snap.groups, vec!["devs".to_string(), "staff".to_string()]);
+    assert_eq!(snap.users, vec!["alice".to_string()]);
+    assert_eq!(
+        snap.machines,
+        vec![catalog::MachineCredential {
+            name: "pc1".into(),
+            credential_hash: "hash-pc1".into(),
+        }]
+    );
+    let member = |group: &str, member: Principal| catalog::Membership {
+        group: group.into(),
+        member,
+    };
+    assert_eq!(
+        snap.memberships,
+        vec![
+            member("devs", Principal::User("alice".into())),
+            member("staff", Principal::Machine("pc1".into())),
+            member("staff", Principal::Group("devs".into())),
+        ]
+    );
+
+    // What the catalog resolves from it: alice through devs ⊂ staff.
+    let c = catalog::Catalog::new(snap);
+    let alice = c.receives(None, Some("alice"));
+    assert_eq!(
+        alice.packages.iter().copied().collect::<Vec<_>>(),
+        vec![v2.version_id]
+    );
+    assert_eq!(alice.connection_groups.len(), 1);
+    assert_eq!(c.machine_by_credential("hash-pc1"), Some("pc1"));
+
+    // Unpublishing moves the sequence and empties the catalog's packages.
+    db.set_published(v2.version_id, false).await.unwrap();
+    let after = db.catalog_snapshot().await.unwrap();
+    assert!(after.sequence > c.sequence());
+    assert!(after.packages.is_empty());
+}
+
 /// `sqlite::<case>` and `postgres::<case>` for every case, each on a fresh
 /// database, so that a failure names the rule and the backend.
 macro_rules! conformance {
@@ -1334,6 +1455,7 @@ conformance! {
         publishing_a_version_unpublishes_the_others,
         every_connection_group_change_is_a_new_version,
         a_group_in_use_is_deleted_only_by_force,
+        catalog_snapshot_is_whole,
     ],
     reporting: [
         reporting,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-/// A running `avail server` with the management and content roles.
+/// A running `avail server` with the management, reporting and content roles.
 pub struct AvailNode {
     child: Child,
     bin: PathBuf,
@@ -26,6 +26,8 @@ pub struct AvailNode {
     pub url: String,
     /// `http://127.0.0.1:PORT` of the content role.
     pub content_url: String,
+    /// `http://127.0.0.1:PORT` of the reporting role (MS-VAPR SetReport at `/`).
+    pub reporting_url: String,
     /// The bootstrap administrator's API token.
     pub token: String,
     /// The node's data directory (`<data>/content` is the content store).
@@ -52,14 +54,20 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
 /// bound (`avail_server::LISTEN_FILE`).
 const LISTEN_FILE: &str = "listen.json";
 
-/// `bin server` on `data` listening on `management` and `content`
-/// (`host:port`, port 0 for any), logging (appending) to `dir/server.log`.
+/// Where a node's roles listen (`host:port`, port 0 for any).
+struct Listen<'a> {
+    management: &'a str,
+    content: &'a str,
+    reporting: &'a str,
+}
+
+/// `bin server` on `data` listening where `listen` says, logging (appending)
+/// to `dir/server.log`.
 fn spawn(
     bin: &Path,
     data: &Path,
     dir: &Path,
-    management: &str,
-    content: &str,
+    listen: Listen<'_>,
     env: &[(String, String)],
 ) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
@@ -74,9 +82,12 @@ fn spawn(
     Command::new(bin)
         .args(["server", "--data-dir"])
         .arg(data)
-        .env("AVAIL_MANAGEMENT_LISTEN", management)
-        .env("AVAIL_CONTENT_LISTEN", content)
+        .env("AVAIL_MANAGEMENT_LISTEN", listen.management)
+        .env("AVAIL_CONTENT_LISTEN", listen.content)
+        .env("AVAIL_REPORTING_LISTEN", listen.reporting)
+        .env("AVAIL_PUBLISHING_LISTEN", "127.0.0.1:0")
         .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
+        .env_remove("AVAIL_REPORTING_DATABASE_URL")
         .env_remove("AVAIL_TOKEN")
         .env_remove("AVAIL_SERVER")
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -88,8 +99,9 @@ fn spawn(
 }
 
 impl AvailNode {
-    /// Start `bin server` (management and content roles) with `database_url` as
-    /// its Management DB (`None`: the embedded SQLite file) and extra
+    /// Start `bin server` (every role it has) with `database_url` as its
+    /// Management DB (`None`: the embedded SQLite file; the Reporting DB is the
+    /// embedded one unless `env` sets `AVAIL_REPORTING_DATABASE_URL`) and extra
     /// environment variables.
     pub fn start(
         bin: &Path,
@@ -106,12 +118,18 @@ impl AvailNode {
         }
         let data = dir.path().join("data");
         let any = "127.0.0.1:0";
-        let child = spawn(bin, &data, dir.path(), any, any, &env)?;
+        let listen = Listen {
+            management: any,
+            content: any,
+            reporting: any,
+        };
+        let child = spawn(bin, &data, dir.path(), listen, &env)?;
         let mut node = AvailNode {
             child,
             bin: bin.to_owned(),
             url: String::new(),
             content_url: String::new(),
+            reporting_url: String::new(),
             token: String::new(),
             data,
             env,
@@ -135,8 +153,11 @@ impl AvailNode {
             &self.bin,
             &self.data,
             self.dir.path(),
-            self.addr(),
-            self.content_addr(),
+            Listen {
+                management: self.addr(),
+                content: self.content_addr(),
+                reporting: self.reporting_url.trim_start_matches("http://"),
+            },
             &self.env,
         )?;
         self.wait_ready()
@@ -146,9 +167,10 @@ impl AvailNode {
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            if let Some((management, content)) = self.bound()? {
+            if let Some([management, content, reporting]) = self.bound()? {
                 self.url = format!("http://{management}");
                 self.content_url = format!("http://{content}");
+                self.reporting_url = format!("http://{reporting}");
                 let token =
                     std::fs::read_to_string(self.data.join("admin-token")).unwrap_or_default();
                 if !token.trim().is_empty() && http_status(&management, "/readyz") == Some(200) {
@@ -166,9 +188,9 @@ impl AvailNode {
         }
     }
 
-    /// The management and content addresses in the server's listen file, once
-    /// it has written it.
-    fn bound(&self) -> anyhow::Result<Option<(String, String)>> {
+    /// The management, content and reporting addresses in the server's listen
+    /// file, once it has written it.
+    fn bound(&self) -> anyhow::Result<Option<[String; 3]>> {
         let path = self.data.join(LISTEN_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -183,7 +205,11 @@ impl AvailNode {
                 .map(str::to_owned)
                 .with_context(|| format!("no {role} address in {}: {text}", path.display()))
         };
-        Ok(Some((address("management")?, address("content")?)))
+        Ok(Some([
+            address("management")?,
+            address("content")?,
+            address("reporting")?,
+        ]))
     }
 
     /// `host:port` of the management role.

@@ -6,7 +6,7 @@ use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
 
-use super::{Admin, print_names, shown};
+use super::{Admin, print_effective, print_names, shown};
 
 #[derive(Subcommand)]
 pub(super) enum MachineCmd {
@@ -21,6 +21,9 @@ pub(super) enum MachineCmd {
     Delete { name: String },
     /// List machines.
     List,
+    /// What the machine receives: its groups (nested groups resolved), package
+    /// versions and connection groups, as a publishing node answers.
+    Show { name: String },
 }
 
 pub(super) async fn run(c: &Admin, cmd: MachineCmd) -> Result<()> {
@@ -52,6 +55,12 @@ pub(super) async fn run(c: &Admin, cmd: MachineCmd) -> Result<()> {
             }
         }
         MachineCmd::Delete { name } => c.act(&DeleteMachine { name }, "deleted").await?,
+        MachineCmd::Show { name } => {
+            let e = c.get(&ShowMachine { name }).await?;
+            if !c.json {
+                print_effective(&e);
+            }
+        }
         MachineCmd::List => {
             let names = c.get(&ListMachines {}).await?;
             if !c.json {

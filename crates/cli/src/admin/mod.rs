@@ -18,6 +18,7 @@ mod connection_group;
 mod group;
 mod machine;
 mod package;
+mod report;
 mod server;
 mod user;
 
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
+use avail_model::api::EffectivePublishing;
 use avail_model::client::{ClientError, ManagementClient};
 use avail_model::endpoint::Endpoint;
 use avail_model::rules::is_deceptive;
@@ -119,6 +121,9 @@ enum AdminCommand {
     /// Administrators and their API tokens.
     #[command(subcommand)]
     Admin(administrator::AdministratorCmd),
+    /// Usage reports from the Reporting DB: launches, clients.
+    #[command(subcommand)]
+    Report(report::ReportCmd),
 }
 
 /// The client and how to print what it gets.
@@ -335,6 +340,29 @@ fn json_shown(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// What a user or machine receives (`user show`, `machine show`): its groups,
+/// then one line per package version and per connection group.
+fn print_effective(e: &EffectivePublishing) {
+    let groups: Vec<Cow<'_, str>> = e.groups.iter().map(|g| shown(g)).collect();
+    println!("groups: {}", groups.join(", "));
+    for p in &e.packages {
+        println!(
+            "package {} {} {}",
+            shown(&p.name),
+            shown(&p.version),
+            p.version_id
+        );
+    }
+    for g in &e.connection_groups {
+        println!(
+            "connection-group {} priority {} {}",
+            shown(&g.name),
+            g.priority,
+            g.id
+        );
+    }
+}
+
 fn print_names(names: &[String]) {
     for n in names {
         println!("{}", shown(n));
@@ -360,6 +388,7 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
             AdminCommand::Machine(cmd) => machine::run(&admin, cmd).await,
             AdminCommand::Server(cmd) => server::run(&admin, cmd).await,
             AdminCommand::Admin(cmd) => administrator::run(&admin, cmd).await,
+            AdminCommand::Report(cmd) => report::run(&admin, cmd).await,
         }
     })?;
     Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@ use avail_model::api::*;
 use avail_model::endpoint::*;
 use clap::Subcommand;
 
-use super::{Admin, print_names, shown};
+use super::{Admin, print_effective, print_names, shown};
 
 #[derive(Subcommand)]
 pub(super) enum UserCmd {
@@ -20,6 +20,9 @@ pub(super) enum UserCmd {
     Delete { name: String },
     /// List users.
     List,
+    /// What the user receives: its groups (nested groups resolved), package
+    /// versions and connection groups, as a publishing node answers.
+    Show { name: String },
 }
 
 pub(super) async fn run(c: &Admin, cmd: UserCmd) -> Result<()> {
@@ -50,6 +53,12 @@ pub(super) async fn run(c: &Admin, cmd: UserCmd) -> Result<()> {
             }
         }
         UserCmd::Delete { name } => c.act(&DeleteUser { name }, "deleted").await?,
+        UserCmd::Show { name } => {
+            let e = c.get(&ShowUser { name }).await?;
+            if !c.json {
+                print_effective(&e);
+            }
+        }
         UserCmd::List => {
             let names = c.get(&ListUsers {}).await?;
             if !c.json {

@@ -10,7 +10,7 @@ use super::AppState;
 use super::import_status;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::service::directory;
+use crate::service::{directory, publishing_catalog};
 use avail_model::api::*;
 
 /// A member named in a path: its kind (`users`, `machines`, `groups`) and name.
@@ -57,6 +57,22 @@ pub(super) async fn create_user(
     ))
 }
 
+/// What a user receives through its groups, nested groups resolved: the
+/// publishing catalog's own answer.
+#[utoipa::path(get, path = "/api/v1/users/{name}", tag = "directory", params(("name" = String, Path)),
+    responses((status = 200, body = EffectivePublishing), (status = 404, body = ErrorBody)))]
+pub(super) async fn show_user(
+    State(state): State<AppState>,
+    _admin: Admin,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<EffectivePublishing>> {
+    let catalog = publishing_catalog::load(state.store.as_ref()).await?;
+    Ok(Json(publishing_catalog::effective(
+        &catalog,
+        &Principal::User(name),
+    )?))
+}
+
 /// Remove a user.
 #[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "directory", params(("name" = String, Path)), responses((status = 204)))]
 pub(super) async fn delete_user(
@@ -96,6 +112,22 @@ pub(super) async fn create_machine(
             credential,
         }),
     ))
+}
+
+/// What a machine receives through its groups (App-V's global publishing): the
+/// publishing catalog's own answer.
+#[utoipa::path(get, path = "/api/v1/machines/{name}", tag = "directory", params(("name" = String, Path)),
+    responses((status = 200, body = EffectivePublishing), (status = 404, body = ErrorBody)))]
+pub(super) async fn show_machine(
+    State(state): State<AppState>,
+    _admin: Admin,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<EffectivePublishing>> {
+    let catalog = publishing_catalog::load(state.store.as_ref()).await?;
+    Ok(Json(publishing_catalog::effective(
+        &catalog,
+        &Principal::Machine(name),
+    )?))
 }
 
 /// Remove a machine.

@@ -10,20 +10,22 @@
 //! and [`recover`] settles at start what a killed process left behind.
 //!
 //! One module per noun: `packages`, `connection_groups`, `directory`,
-//! `servers` (publishing servers and administrators). Names the API creates
+//! `servers` (publishing servers and administrators), `reports` (usage, from
+//! the Reporting DB, which the role also opens). Names the API creates
 //! are checked by `avail_model::rules` for characters that could make them
 //! display as something else; a full disk is a 507 that says which one.
 
 mod connection_groups;
 mod directory;
 mod packages;
+mod reports;
 mod servers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use avail_model::endpoint::{Endpoint, Method};
-use avail_store::ManagementStore;
+use avail_store::{ManagementStore, ReportingStore};
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
@@ -38,6 +40,7 @@ use avail_model::api::*;
 use connection_groups::*;
 use directory::*;
 use packages::*;
+use reports::*;
 use servers::*;
 
 /// What every management handler can reach.
@@ -45,6 +48,8 @@ use servers::*;
 pub struct AppState {
     /// The Management DB.
     pub store: Arc<dyn ManagementStore>,
+    /// The Reporting DB, for the usage reports.
+    pub reporting: Arc<dyn ReportingStore>,
     /// The content store's root directory.
     pub content_root: PathBuf,
     /// Largest package upload.
@@ -83,6 +88,8 @@ pub fn router(state: AppState) -> axum::Router {
         .endpoint::<RemoveMember, _, _>(remove_member)
         .endpoint::<GrantConnectionGroup, _, _>(grant_connection_group)
         .endpoint::<RevokeConnectionGroup, _, _>(revoke_connection_group)
+        .endpoint::<ReportLaunches, _, _>(report_launches)
+        .endpoint::<ReportClients, _, _>(report_clients)
         .endpoint::<ListServers, _, _>(list_servers)
         .endpoint::<RegisterServer, _, _>(register_server)
         .endpoint::<UnregisterServer, _, _>(unregister_server)
@@ -92,9 +99,11 @@ pub fn router(state: AppState) -> axum::Router {
         .endpoint::<CreateToken, _, _>(create_token)
         .endpoint::<ListUsers, _, _>(list_users)
         .endpoint::<CreateUser, _, _>(create_user)
+        .endpoint::<ShowUser, _, _>(show_user)
         .endpoint::<DeleteUser, _, _>(delete_user)
         .endpoint::<ListMachines, _, _>(list_machines)
         .endpoint::<CreateMachine, _, _>(create_machine)
+        .endpoint::<ShowMachine, _, _>(show_machine)
         .endpoint::<DeleteMachine, _, _>(delete_machine)
         .endpoint::<ListGroups, _, _>(list_groups)
         .endpoint::<CreateGroup, _, _>(create_group)
@@ -147,9 +156,9 @@ fn method_filter(method: Method) -> MethodFilter {
         upgrade_package, get_deployment_config, set_deployment_config, clear_deployment_config, grant_package, revoke_package,
         list_connection_groups, create_connection_group, show_connection_group, update_connection_group,
         delete_connection_group, publish_connection_group, unpublish_connection_group, set_member, remove_member,
-        grant_connection_group, revoke_connection_group, list_servers, register_server, unregister_server, list_admins,
-        add_admin, remove_admin, create_token, list_users, create_user, delete_user, list_machines, create_machine,
-        delete_machine, list_groups, create_group, group_members, delete_group, add_member, remove_group_member
+        grant_connection_group, revoke_connection_group, report_launches, report_clients, list_servers, register_server, unregister_server, list_admins,
+        add_admin, remove_admin, create_token, list_users, create_user, show_user, delete_user, list_machines, create_machine,
+        show_machine, delete_machine, list_groups, create_group, group_members, delete_group, add_member, remove_group_member
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security),
@@ -241,6 +250,12 @@ mod tests {
         std::fs::create_dir_all(&content_root).unwrap();
         AppState {
             store: avail_store::open_management(&url).await.unwrap(),
+            reporting: avail_store::open_reporting(&format!(
+                "sqlite:{}",
+                dir.join("reporting.db").display()
+            ))
+            .await
+            .unwrap(),
             content_root,
             max_upload_bytes: 1 << 30,
         }

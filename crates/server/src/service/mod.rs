@@ -6,7 +6,8 @@
 //! ([`directory`]); finding a package or a connection group by id or name,
 //! removing a version with its file, placing a connection group member
 //! ([`catalog`]); checking App-V's configuration documents before they are
-//! stored ([`configuration`]).
+//! stored ([`configuration`]); the publishing catalog built from one consistent
+//! read, and what a user or machine receives from it ([`publishing_catalog`]).
 //! Handlers in `management` only turn HTTP into these calls and their results
 //! into responses.
 
@@ -14,6 +15,7 @@ pub(crate) mod catalog;
 pub(crate) mod configuration;
 pub(crate) mod directory;
 pub(crate) mod import;
+pub(crate) mod publishing_catalog;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,357 @@
+//! The publishing role: MS-VAPR GetPackage (`GET /?ClientVersion=…&ClientOS=…`)
+//! answered from the catalog in memory.
+//!
+//! A machine authenticates with `Authorization: Bearer <machine credential>`,
+//! checked against the catalog's credential hashes (no database on the request
+//! path) and receives its groups' entitlements; `Avail-User: NAME` beside it
+//! adds the user's (an unknown user adds nothing). No credential is `401`, a
+//! malformed `ClientVersion` or `ClientOS` `400`. The answer is the publishing
+//! document ([`avail_model::publishing`]) as `text/xml` with `Cache-Control:
+//! no-cache`.
+//!
+//! The catalog is rebuilt only when the Management DB's change sequence moves
+//! ([`follow`] polls it every second) and is never replaced by an older one.
+//! Each catalog carries a cache of rendered documents per entitlement set, so
+//! a refresh costs a lookup, not a rendering, whatever the directory's size;
+//! a new catalog starts with an empty cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use avail_model::catalog::{Catalog, Entitlements};
+use avail_model::publishing::{ClientQuery, render};
+use avail_store::ManagementStore;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::auth::{Authenticator, CredentialLookup, Machine};
+use crate::error::ApiError;
+
+/// Most documents one catalog keeps rendered; past it the cache starts over.
+const CACHED_DOCUMENTS: usize = 10_000;
+
+/// The user a machine's request speaks for.
+const USER_HEADER: &str = "avail-user";
+
+/// A catalog being served, with the documents rendered from it.
+struct Published {
+    catalog: Catalog,
+    documents: Mutex<HashMap<Entitlements, Bytes>>,
+}
+
+impl Published {
+    /// The document for `receives`, rendered once per catalog.
+    fn document(&self, receives: &Entitlements, content_base_url: &str) -> Bytes {
+        let mut documents = self
+            .documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(doc) = documents.get(receives) {
+            return doc.clone();
+        }
+        let doc = Bytes::from(render(&self.catalog, receives, content_base_url));
+        if documents.len() >= CACHED_DOCUMENTS {
+            documents.clear();
+        }
+        documents.insert(receives.clone(), doc.clone());
+        doc
+    }
+}
+
+/// The publishing role's state: the current catalog and where packages are.
+#[derive(Clone)]
+pub(crate) struct PublishingState {
+    current: Arc<RwLock<Arc<Published>>>,
+    content_base_url: Arc<str>,
+}
+
+impl PublishingState {
+    /// Serve `catalog`, with package URLs under `content_base_url`.
+    pub(crate) fn new(catalog: Catalog, content_base_url: &str) -> Self {
+        PublishingState {
+            current: Arc::new(RwLock::new(Arc::new(Published {
+                catalog,
+                documents: Mutex::default(),
+            }))),
+            content_base_url: Arc::from(content_base_url),
+        }
+    }
+
+    fn published(&self) -> Arc<Published> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The change sequence of the catalog being served.
+    fn sequence(&self) -> i64 {
+        self.published().catalog.sequence()
+    }
+
+    /// Serve `catalog` from now on, unless it is older than the one served.
+    fn replace(&self, catalog: Catalog) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if catalog.sequence() > current.catalog.sequence() {
+            *current = Arc::new(Published {
+                catalog,
+                documents: Mutex::default(),
+            });
+        }
+    }
+}
+
+/// Machine credentials from the catalog being served; it holds no
+/// administrators and no publishing servers.
+struct CatalogCredentials(PublishingState);
+
+#[async_trait::async_trait]
+impl CredentialLookup for CatalogCredentials {
+    async fn administrator_by_token(&self, _: &str) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+
+    async fn administrator_password_hash(&self, _: &str) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+
+    async fn machine_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .0
+            .published()
+            .catalog
+            .machine_by_credential(credential_hash)
+            .map(str::to_owned))
+    }
+
+    async fn publishing_server_by_credential(&self, _: &str) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+}
+
+impl FromRef<PublishingState> for Authenticator {
+    fn from_ref(state: &PublishingState) -> Self {
+        Authenticator::new(Arc::new(CatalogCredentials(state.clone())))
+    }
+}
+
+/// Rebuild the catalog from `store` whenever its change sequence moves,
+/// checking every second; while the database cannot be read the catalog held
+/// is served, and that is logged once per outage.
+pub(crate) async fn follow(store: Arc<dyn ManagementStore>, state: PublishingState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let read = async {
+            if store.change_sequence().await? <= state.sequence() {
+                return Ok(None);
+            }
+            store.catalog_snapshot().await.map(Some)
+        };
+        match read.await {
+            Ok(snapshot) => {
+                if failing {
+                    tracing::info!("the Management DB answers again");
+                    failing = false;
+                }
+                let Some(snapshot) = snapshot else { continue };
+                let sequence = snapshot.sequence;
+                match tokio::task::spawn_blocking(move || Catalog::new(snapshot)).await {
+                    Ok(catalog) => {
+                        state.replace(catalog);
+                        tracing::info!(sequence, "publishing catalog updated");
+                    }
+                    Err(e) => tracing::error!("building the catalog failed: {e}"),
+                }
+            }
+            Err(e) if !failing => {
+                tracing::warn!("cannot read the catalog; serving the one held: {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// GetPackage's query parameters (MS-VAPR §2.2.3).
+#[derive(Deserialize)]
+struct GetPackageQuery {
+    #[serde(rename = "ClientVersion")]
+    client_version: Option<String>,
+    #[serde(rename = "ClientOS")]
+    client_os: Option<String>,
+}
+
+/// The publishing router.
+pub(crate) fn router(state: PublishingState) -> Router {
+    Router::new().route("/", get(get_package)).with_state(state)
+}
+
+/// The publishing document for the machine, and the user it names if any.
+async fn get_package(
+    machine: Machine,
+    State(state): State<PublishingState>,
+    Query(query): Query<GetPackageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    ClientQuery::parse(query.client_version.as_deref(), query.client_os.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let user = headers
+        .get(USER_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("the Avail-User header is not text".into()))
+        })
+        .transpose()?;
+    let published = state.published();
+    let receives = published.catalog.receives(Some(&machine.name), user);
+    let document = published.document(&receives, &state.content_base_url);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        document,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use avail_model::catalog::{CatalogSnapshot, MachineCredential, Membership, PublishedPackage};
+    use avail_model::{Entitlement, NewPackageVersion, PackageId, Principal, VersionId};
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::auth::hash_secret;
+
+    fn package(n: u128, group: &str) -> PublishedPackage {
+        PublishedPackage {
+            version: NewPackageVersion {
+                package_id: PackageId(Uuid::from_u128(n)),
+                version_id: VersionId(Uuid::from_u128(0x100 + n)),
+                name: format!("P{n}"),
+                version: "1.0.0.0".into(),
+                content_path: String::new(),
+                size: 1,
+                sha256: "0".repeat(64),
+                applications: vec![],
+            },
+            deployment_config: None,
+            entitlements: vec![Entitlement {
+                group: group.into(),
+                user_config: None,
+            }],
+        }
+    }
+
+    fn catalog(sequence: i64, packages: Vec<PublishedPackage>) -> Catalog {
+        Catalog::new(CatalogSnapshot {
+            sequence,
+            packages,
+            connection_groups: vec![],
+            groups: vec!["lab".into(), "staff".into()],
+            users: vec!["alice".into()],
+            machines: vec![MachineCredential {
+                name: "pc1".into(),
+                credential_hash: hash_secret("secret"),
+            }],
+            memberships: vec![
+                Membership {
+                    group: "lab".into(),
+                    member: Principal::Machine("pc1".into()),
+                },
+                Membership {
+                    group: "staff".into(),
+                    member: Principal::User("alice".into()),
+                },
+            ],
+        })
+    }
+
+    async fn get(
+        router: &Router,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn machines_and_their_users_get_their_documents() {
+        let state = PublishingState::new(
+            catalog(3, vec![package(1, "lab"), package(2, "staff")]),
+            "http://content:8083",
+        );
+        let router = router(state.clone());
+        let query = "/?ClientVersion=5.1.0.0&ClientOS=WindowsClient_10.0_x64";
+        let bearer = [("authorization", "Bearer secret")];
+
+        let (status, headers, body) = get(&router, query, &bearer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        assert!(
+            body.contains("http://content:8083/packages/00000000-0000-0000-0000-000000000001/")
+        );
+        assert!(!body.contains("00000000-0000-0000-0000-000000000002"));
+
+        let with_alice = [bearer[0], ("avail-user", "alice")];
+        let (status, _, body) = get(&router, query, &with_alice).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("00000000-0000-0000-0000-000000000002"));
+        let with_nobody = [bearer[0], ("avail-user", "mallory")];
+        let (status, _, nobody) = get(&router, query, &with_nobody).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!nobody.contains("00000000-0000-0000-0000-000000000002"));
+
+        // No credential, a wrong one, malformed parameters.
+        assert_eq!(get(&router, query, &[]).await.0, StatusCode::UNAUTHORIZED);
+        let wrong = [("authorization", "Bearer nope")];
+        assert_eq!(
+            get(&router, query, &wrong).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        for bad in ["/?ClientVersion=5.1", "/?ClientOS=Linux"] {
+            assert_eq!(get(&router, bad, &bearer).await.0, StatusCode::BAD_REQUEST);
+        }
+        // A plain GET (a browser) is fine.
+        assert_eq!(get(&router, "/", &bearer).await.0, StatusCode::OK);
+
+        // A newer catalog replaces it; an older one does not.
+        state.replace(catalog(5, vec![package(2, "lab")]));
+        let (_, _, body) = get(&router, query, &bearer).await;
+        assert!(body.contains("00000000-0000-0000-0000-000000000002"));
+        state.replace(catalog(4, vec![]));
+        assert_eq!(state.sequence(), 5);
+    }
+}
