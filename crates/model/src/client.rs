@@ -82,6 +82,16 @@ impl ManagementClient {
         })
     }
 
+    /// A client of the server at `base` that sends through `http` (a client
+    /// with the caller's own timeouts), authenticating with `token`.
+    pub fn with_http(http: reqwest::Client, base: &str, token: Option<String>) -> Self {
+        ManagementClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::*;
+use crate::catalog::CatalogSnapshot;
 use crate::domain::{
     Administrator, ClientCache, ConnectionGroup, LaunchCount, PackageVersion, PublishingServer,
 };
@@ -112,6 +113,7 @@ macro_rules! endpoints {
                 (UpgradePackage::METHOD, UpgradePackage::ROUTE),
                 (DeleteGroup::METHOD, DeleteGroup::ROUTE),
                 (ReportLaunches::METHOD, ReportLaunches::ROUTE),
+                (SyncCatalog::METHOD, SyncCatalog::ROUTE),
             ]
         }
     };
@@ -241,6 +243,39 @@ impl Endpoint for ListPackages {
         } else {
             format!("{}?{}", Self::ROUTE, query.join("&"))
         }
+    }
+
+    fn body(&self) -> Option<&()> {
+        None
+    }
+}
+
+/// The publishing catalog, for a registered publishing server (its
+/// credential as the bearer token): the whole catalog if its sequence is past
+/// `since`, after waiting up to `wait_secs` (at most 30) for it to move; no
+/// body (`204`) if it did not. Each answer is a full snapshot: "the changes
+/// since `since`" are sent as the catalog at the newer sequence.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncCatalog {
+    /// The sequence the caller holds (0 for none).
+    pub since: i64,
+    /// How long the server may wait for a newer sequence, in seconds.
+    pub wait_secs: u64,
+}
+
+impl Endpoint for SyncCatalog {
+    const METHOD: Method = Method::Get;
+    const ROUTE: &'static str = "/api/v1/catalog";
+    type Response = CatalogSnapshot;
+    type Body = ();
+
+    fn path(&self) -> String {
+        format!(
+            "{}?since={}&wait={}",
+            Self::ROUTE,
+            self.since,
+            self.wait_secs
+        )
     }
 
     fn body(&self) -> Option<&()> {

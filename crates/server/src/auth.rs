@@ -649,6 +649,46 @@ where
     }
 }
 
+/// Proof that the caller is a registered publishing server: `Authorization:
+/// Bearer <publishing-server credential>`.
+#[derive(Debug, Clone)]
+pub struct PublishingServer {
+    /// The server's registered name.
+    pub name: String,
+}
+
+impl<S> FromRequestParts<S> for PublishingServer
+where
+    S: Send + Sync,
+    Authenticator: FromRef<S>,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (scheme, value) = authorization(
+            parts,
+            "missing credentials: send `Authorization: Bearer <publishing-server credential>`",
+        )?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Unauthorized(format!(
+                "unsupported authorization scheme {scheme}: publishing servers send Bearer"
+            ))
+            .into());
+        }
+        let Authenticator(lookup) = Authenticator::from_ref(state);
+        match lookup
+            .publishing_server_by_credential(&hash_secret(&value))
+            .await?
+        {
+            Some(name) => Ok(PublishingServer { name }),
+            None => Err(ApiError::Unauthorized(
+                "unknown or revoked publishing-server credential".into(),
+            )
+            .into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,7 +95,7 @@ pub struct Config {
     /// Connection limits and timeouts, the same for every role's listener.
     pub http: HttpConfig,
     /// The publishing role.
-    pub publishing: ListenConfig,
+    pub publishing: PublishingConfig,
     /// The reporting role.
     pub reporting: ReportingConfig,
 }
@@ -179,16 +179,36 @@ pub struct HttpConfig {
     pub max_connections: usize,
 }
 
-/// A role's listener only.
-#[derive(Debug, Clone, Deserialize)]
+/// `[publishing]`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ListenConfig {
+pub struct PublishingConfig {
     /// Listen address.
     pub listen: SocketAddr,
     /// PEM certificate chain to serve HTTPS with (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Management servers to sync the catalog from, tried in order with
+    /// failover; empty: follow this node's Management DB directly.
+    pub management_urls: Vec<String>,
+    /// This node's publishing-server credential (`avail admin server register`).
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for PublishingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishingConfig")
+            .field("listen", &self.listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("management_urls", &self.management_urls)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `[reporting]`.
@@ -237,9 +257,10 @@ pub struct TlsFiles {
 
 /// The environment variables that hold secrets, each also readable from the
 /// file named by `<name>_FILE`.
-const SECRETS: [&str; 2] = [
+const SECRETS: [&str; 3] = [
     "AVAIL_MANAGEMENT_DATABASE_URL",
     "AVAIL_REPORTING_DATABASE_URL",
+    "AVAIL_PUBLISHING_CREDENTIAL",
 ];
 
 /// A database URL with its password, if any, replaced by `***`: in the
@@ -289,7 +310,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             content: ContentConfig::default(),
             http: HttpConfig::default(),
-            publishing: ListenConfig::default(),
+            publishing: PublishingConfig::default(),
             reporting: ReportingConfig::default(),
         }
     }
@@ -334,12 +355,14 @@ impl Default for ContentConfig {
     }
 }
 
-impl Default for ListenConfig {
+impl Default for PublishingConfig {
     fn default() -> Self {
-        ListenConfig {
+        PublishingConfig {
             listen: addr(8081),
             tls_cert: None,
             tls_key: None,
+            management_urls: Vec::new(),
+            credential: None,
         }
     }
 }
@@ -489,12 +512,23 @@ impl Config {
         if let Some(v) = env("AVAIL_CONTENT_LISTEN") {
             self.content.listen = parse("AVAIL_CONTENT_LISTEN", v)?;
         }
-        let [management_url, reporting_url] = SECRETS;
+        let [management_url, reporting_url, publishing_credential] = SECRETS;
         if let Some(v) = secret(&env, management_url)? {
             self.management.database_url = Some(v);
         }
         if let Some(v) = secret(&env, reporting_url)? {
             self.reporting.database_url = Some(v);
+        }
+        if let Some(v) = secret(&env, publishing_credential)? {
+            self.publishing.credential = Some(v);
+        }
+        if let Some(v) = env("AVAIL_PUBLISHING_MANAGEMENT_URLS") {
+            self.publishing.management_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         let tls = [
             (
@@ -602,6 +636,12 @@ impl Config {
                 self.reporting.max_concurrent_requests as u64,
             ),
         ];
+        if !self.publishing.management_urls.is_empty() && self.publishing.credential.is_none() {
+            return Err(
+                "publishing.management_urls needs publishing.credential (AVAIL_PUBLISHING_CREDENTIAL)"
+                    .into(),
+            );
+        }
         if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
         }
@@ -880,6 +920,33 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.roles().unwrap(), [Role::Publishing]);
+    }
+
+    #[test]
+    fn publishing_sync_settings_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credential");
+        std::fs::write(&file, "avail_pub_s3cret\n").unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        let env = |k: &str| match k {
+            "AVAIL_PUBLISHING_MANAGEMENT_URLS" => Some(" http://m1:8080, ,http://m2:8080".into()),
+            "AVAIL_PUBLISHING_CREDENTIAL_FILE" => Some(file.clone()),
+            _ => None,
+        };
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(
+            c.publishing.management_urls,
+            ["http://m1:8080", "http://m2:8080"]
+        );
+        assert_eq!(c.publishing.credential.as_deref(), Some("avail_pub_s3cret"));
+        assert_eq!(c.check(), Ok(()));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        // URLs without a credential cannot sync.
+        let env = |k: &str| (k == "AVAIL_PUBLISHING_MANAGEMENT_URLS").then(|| "http://m1".into());
+        let e = Config::load(None, env).unwrap().check().unwrap_err();
+        assert!(e.contains("publishing.credential"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! Any role can serve HTTPS (`tls`).
 
 mod auth;
+mod catalog_sync;
 pub mod config;
 pub mod content;
 mod error;

@@ -10,7 +10,9 @@
 //! no-cache`.
 //!
 //! The catalog is rebuilt only when the Management DB's change sequence moves
-//! ([`follow`] polls it every second) and is never replaced by an older one.
+//! ([`follow`] polls it every second), or, on a node configured with
+//! management URLs, when a management server sends a newer one
+//! ([`crate::catalog_sync`]); it is never replaced by an older one.
 //! Each catalog carries a cache of rendered documents per entitlement set, so
 //! a refresh costs a lookup, not a rendering, whatever the directory's size;
 //! a new catalog starts with an empty cache.
@@ -91,12 +93,12 @@ impl PublishingState {
     }
 
     /// The change sequence of the catalog being served.
-    fn sequence(&self) -> i64 {
+    pub(crate) fn sequence(&self) -> i64 {
         self.published().catalog.sequence()
     }
 
     /// Serve `catalog` from now on, unless it is older than the one served.
-    fn replace(&self, catalog: Catalog) {
+    pub(crate) fn replace(&self, catalog: Catalog) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if catalog.sequence() > current.catalog.sequence() {
             *current = Arc::new(Published {

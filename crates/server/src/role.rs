@@ -31,7 +31,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::config::{Config, Role, TlsFiles, redact};
 use crate::error::ApiError;
-use crate::{auth, content, listener, management, metrics, publishing, rejection, reporting};
+use crate::{
+    auth, catalog_sync, content, listener, management, metrics, publishing, rejection, reporting,
+};
 
 /// How long a request waits for a free slot before it gets `503`.
 const SLOT_WAIT: Duration = Duration::from_secs(5);
@@ -158,6 +160,11 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
         reporting: shared.reporting_store().await?,
         content_root: shared.content_root.clone(),
         max_upload_bytes: config.management.max_upload_bytes,
+        // Waiting syncs may hold at most a quarter of the request slots.
+        sync: management::CatalogWaits::new(
+            request_timeout(config.management.request_timeout_secs),
+            (config.management.max_concurrent_requests / 4).max(1),
+        ),
     };
     management::recover(&state).await?;
     let guard = auth::PasswordGuard::new(config.management.password_failures_per_minute)
@@ -173,7 +180,6 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
         }
         .boxed()
     });
-    let timeout = config.management.request_timeout_secs;
     let app = App {
         router,
         ready,
@@ -181,7 +187,7 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
             config.management.max_concurrent_requests,
             config.management.max_concurrent_uploads,
         )),
-        request_timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+        request_timeout: request_timeout(config.management.request_timeout_secs),
     };
     Ok(RoleSpec::new(
         shared,
@@ -189,6 +195,11 @@ async fn management_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
         Runtime::Shared,
         app,
     ))
+}
+
+/// A role's request deadline: `secs`, none when 0.
+fn request_timeout(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 /// The reporting role: MS-VAPR SetReport into the Reporting DB, anonymous as
@@ -213,23 +224,19 @@ async fn reporting_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
         router,
         ready,
         requests: Some(RequestSlots::new(config.max_concurrent_requests, 1)),
-        request_timeout: (config.request_timeout_secs > 0)
-            .then(|| Duration::from_secs(config.request_timeout_secs)),
+        request_timeout: request_timeout(config.request_timeout_secs),
     };
     Ok(RoleSpec::new(shared, Role::Reporting, Runtime::Shared, app))
 }
 
 /// The publishing role: MS-VAPR GetPackage from the catalog in memory (see
-/// [`publishing`]), built from the Management DB at start and rebuilt whenever
-/// its change sequence moves; package URLs point at this node's content role.
-/// Ready from the start: it answers from memory even while the database is
-/// unreachable.
+/// [`publishing`]); package URLs point at this node's content role. Without
+/// `[publishing] management_urls` the catalog is built from the Management DB
+/// at start and rebuilt whenever its change sequence moves, and the role is
+/// ready from the start. With them it is synced from those management servers
+/// ([`catalog_sync`]), starting from the disk copy, and ready once it holds a
+/// catalog. Either way it answers from memory while its source is down.
 async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
-    let store = shared.management_store().await?;
-    let snapshot = store
-        .catalog_snapshot()
-        .await
-        .context("cannot read the publishing catalog from the Management DB")?;
     let config = &shared.config;
     let scheme = if config.tls(Role::Content).is_some() {
         "https"
@@ -237,12 +244,44 @@ async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
         "http"
     };
     let content_base_url = format!("{scheme}://{}", config.listen(Role::Content));
-    let state = publishing::PublishingState::new(
-        avail_model::catalog::Catalog::new(snapshot),
-        &content_base_url,
-    );
-    tokio::spawn(publishing::follow(store, state.clone()));
-    let ready: ReadyCheck = Arc::new(|| async { None }.boxed());
+    let urls = &config.publishing.management_urls;
+    let (state, ready): (_, ReadyCheck) = if urls.is_empty() {
+        let store = shared.management_store().await?;
+        let snapshot = store
+            .catalog_snapshot()
+            .await
+            .context("cannot read the publishing catalog from the Management DB")?;
+        let state = publishing::PublishingState::new(
+            avail_model::catalog::Catalog::new(snapshot),
+            &content_base_url,
+        );
+        tokio::spawn(publishing::follow(store, state.clone()));
+        (state, Arc::new(|| async { None }.boxed()))
+    } else {
+        let credential = config.publishing.credential.as_deref().unwrap_or_default();
+        let clients = catalog_sync::clients(urls, credential)
+            .context("cannot set up the catalog sync's HTTP client")?;
+        let copy = config.data_dir.join(catalog_sync::CATALOG_FILE);
+        let catalog = catalog_sync::read_copy(&copy).unwrap_or_else(catalog_sync::no_catalog);
+        let state = publishing::PublishingState::new(catalog, &content_base_url);
+        tokio::spawn(catalog_sync::follow(
+            clients,
+            state.clone(),
+            config.data_dir.clone(),
+        ));
+        let held = state.clone();
+        let ready: ReadyCheck = Arc::new(move || {
+            let empty = held.sequence() < 0;
+            async move {
+                empty.then(|| {
+                    "no catalog yet: no management server has answered and there is no disk copy"
+                        .to_owned()
+                })
+            }
+            .boxed()
+        });
+        (state, ready)
+    };
     let app = App {
         router: publishing::router(state),
         ready,

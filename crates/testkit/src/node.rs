@@ -6,7 +6,9 @@
 //! `<data>/listen.json` once bound, and is killed and removed when dropped.
 //! [`AvailNode::restart`] asks for the same ports again. [`AvailNode::start`]
 //! returns once that file is there, the management role answers `/readyz` with
-//! 200 and the bootstrap administrator's token is on disk. Readiness is probed
+//! 200 and the bootstrap administrator's token is on disk;
+//! [`AvailNode::start_roles`] runs only the roles it names and, without the
+//! management role, waits for every role it runs to answer `/readyz` with 200. Readiness is probed
 //! with a plain HTTP/1.0 request over a `TcpStream`, so the fixture needs no
 //! HTTP client or async runtime. The HA harness of later work reuses it.
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-/// A running `avail server` with the management, reporting and content roles.
+/// A running `avail server`: every role, or those [`AvailNode::start_roles`] names.
 pub struct AvailNode {
     child: Child,
     bin: PathBuf,
@@ -28,7 +30,9 @@ pub struct AvailNode {
     pub content_url: String,
     /// `http://127.0.0.1:PORT` of the reporting role (MS-VAPR SetReport at `/`).
     pub reporting_url: String,
-    /// The bootstrap administrator's API token.
+    /// `http://127.0.0.1:PORT` of the publishing role (MS-VAPR GetPackage at `/`).
+    pub publishing_url: String,
+    /// The bootstrap administrator's API token (empty without the management role).
     pub token: String,
     /// The node's data directory (`<data>/content` is the content store).
     pub data: PathBuf,
@@ -59,6 +63,15 @@ struct Listen<'a> {
     management: &'a str,
     content: &'a str,
     reporting: &'a str,
+    publishing: &'a str,
+}
+
+/// `host:port` of `url`, or any port when the role does not run (empty `url`).
+fn addr_or_any(url: &str) -> &str {
+    match url.trim_start_matches("http://") {
+        "" => "127.0.0.1:0",
+        addr => addr,
+    }
 }
 
 /// `bin server` on `data` listening where `listen` says, logging (appending)
@@ -85,7 +98,10 @@ fn spawn(
         .env("AVAIL_MANAGEMENT_LISTEN", listen.management)
         .env("AVAIL_CONTENT_LISTEN", listen.content)
         .env("AVAIL_REPORTING_LISTEN", listen.reporting)
-        .env("AVAIL_PUBLISHING_LISTEN", "127.0.0.1:0")
+        .env("AVAIL_PUBLISHING_LISTEN", listen.publishing)
+        .env_remove("AVAIL_ROLES")
+        .env_remove("AVAIL_PUBLISHING_MANAGEMENT_URLS")
+        .env_remove("AVAIL_PUBLISHING_CREDENTIAL")
         .env_remove("AVAIL_MANAGEMENT_DATABASE_URL")
         .env_remove("AVAIL_REPORTING_DATABASE_URL")
         .env_remove("AVAIL_TOKEN")
@@ -108,6 +124,19 @@ impl AvailNode {
         database_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<AvailNode> {
+        Self::start_roles(bin, database_url, None, env)
+    }
+
+    /// Start `bin server` with only `roles` (`AVAIL_ROLES`, e.g. `"publishing"`;
+    /// `None`: every role), otherwise as [`AvailNode::start`]. It returns once
+    /// ready (see the module documentation); the URLs of roles it does not run
+    /// are empty.
+    pub fn start_roles(
+        bin: &Path,
+        database_url: Option<&str>,
+        roles: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AvailNode> {
         let dir = tempfile::tempdir()?;
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -116,12 +145,16 @@ impl AvailNode {
         if let Some(url) = database_url {
             env.push(("AVAIL_MANAGEMENT_DATABASE_URL".into(), url.to_owned()));
         }
+        if let Some(roles) = roles {
+            env.push(("AVAIL_ROLES".into(), roles.to_owned()));
+        }
         let data = dir.path().join("data");
         let any = "127.0.0.1:0";
         let listen = Listen {
             management: any,
             content: any,
             reporting: any,
+            publishing: any,
         };
         let child = spawn(bin, &data, dir.path(), listen, &env)?;
         let mut node = AvailNode {
@@ -130,6 +163,7 @@ impl AvailNode {
             url: String::new(),
             content_url: String::new(),
             reporting_url: String::new(),
+            publishing_url: String::new(),
             token: String::new(),
             data,
             env,
@@ -154,9 +188,10 @@ impl AvailNode {
             &self.data,
             self.dir.path(),
             Listen {
-                management: self.addr(),
-                content: self.content_addr(),
-                reporting: self.reporting_url.trim_start_matches("http://"),
+                management: addr_or_any(&self.url),
+                content: addr_or_any(&self.content_url),
+                reporting: addr_or_any(&self.reporting_url),
+                publishing: addr_or_any(&self.publishing_url),
             },
             &self.env,
         )?;
@@ -167,13 +202,28 @@ impl AvailNode {
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            if let Some([management, content, reporting]) = self.bound()? {
-                self.url = format!("http://{management}");
-                self.content_url = format!("http://{content}");
-                self.reporting_url = format!("http://{reporting}");
+            if let Some(bound) = self.bound()? {
+                let url = |role: &str| {
+                    bound
+                        .get(role)
+                        .map_or_else(String::new, |addr| format!("http://{addr}"))
+                };
+                self.url = url("management");
+                self.content_url = url("content");
+                self.reporting_url = url("reporting");
+                self.publishing_url = url("publishing");
                 let token =
                     std::fs::read_to_string(self.data.join("admin-token")).unwrap_or_default();
-                if !token.trim().is_empty() && http_status(&management, "/readyz") == Some(200) {
+                // With the management role, as before: it and the token; without, every role.
+                let ready = match bound.get("management") {
+                    Some(management) => {
+                        !token.trim().is_empty() && http_status(management, "/readyz") == Some(200)
+                    }
+                    None => bound
+                        .values()
+                        .all(|addr| http_status(addr, "/readyz") == Some(200)),
+                };
+                if ready {
                     self.token = token.trim().to_owned();
                     return Ok(());
                 }
@@ -188,28 +238,19 @@ impl AvailNode {
         }
     }
 
-    /// The management, content and reporting addresses in the server's listen
-    /// file, once it has written it.
-    fn bound(&self) -> anyhow::Result<Option<[String; 3]>> {
+    /// The address of each role in the server's listen file, once it has
+    /// written it.
+    fn bound(&self) -> anyhow::Result<Option<std::collections::BTreeMap<String, String>>> {
         let path = self.data.join(LISTEN_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let bound: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON: {text}", path.display()))?;
-        let address = |role: &str| {
-            bound[role]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("no {role} address in {}: {text}", path.display()))
-        };
-        Ok(Some([
-            address("management")?,
-            address("content")?,
-            address("reporting")?,
-        ]))
+        let bound = serde_json::from_str(&text).with_context(|| {
+            format!("{} is not a JSON object of strings: {text}", path.display())
+        })?;
+        Ok(Some(bound))
     }
 
     /// `host:port` of the management role.

@@ -54,6 +54,31 @@ pub struct AppState {
     pub content_root: PathBuf,
     /// Largest package upload.
     pub max_upload_bytes: u64,
+    /// How long a catalog sync may wait for a change, and how many may wait at once.
+    pub sync: CatalogWaits,
+}
+
+/// The bounds on catalog syncs that wait for a change (long polls): each
+/// waits at most `max_wait`, and past `waiters` at once a sync answers without
+/// waiting, so that waiting publishing nodes cannot take every request slot.
+#[derive(Clone)]
+pub struct CatalogWaits {
+    /// The longest wait, shorter than the role's request deadline.
+    pub max_wait: std::time::Duration,
+    /// Permits for waiting syncs.
+    pub waiters: Arc<tokio::sync::Semaphore>,
+}
+
+impl CatalogWaits {
+    /// Waits of at most 30 s and at most half of `request_timeout` (when
+    /// there is one), `waiters` of them at once.
+    pub fn new(request_timeout: Option<std::time::Duration>, waiters: usize) -> Self {
+        let longest = std::time::Duration::from_secs(30);
+        CatalogWaits {
+            max_wait: request_timeout.map_or(longest, |t| longest.min(t / 2)),
+            waiters: Arc::new(tokio::sync::Semaphore::new(waiters)),
+        }
+    }
 }
 
 /// Bodies of JSON requests.
@@ -93,6 +118,7 @@ pub fn router(state: AppState) -> axum::Router {
         .endpoint::<ListServers, _, _>(list_servers)
         .endpoint::<RegisterServer, _, _>(register_server)
         .endpoint::<UnregisterServer, _, _>(unregister_server)
+        .endpoint::<SyncCatalog, _, _>(sync_catalog)
         .endpoint::<ListAdministrators, _, _>(list_admins)
         .endpoint::<AddAdministrator, _, _>(add_admin)
         .endpoint::<RemoveAdministrator, _, _>(remove_admin)
@@ -156,7 +182,7 @@ fn method_filter(method: Method) -> MethodFilter {
         upgrade_package, get_deployment_config, set_deployment_config, clear_deployment_config, grant_package, revoke_package,
         list_connection_groups, create_connection_group, show_connection_group, update_connection_group,
         delete_connection_group, publish_connection_group, unpublish_connection_group, set_member, remove_member,
-        grant_connection_group, revoke_connection_group, report_launches, report_clients, list_servers, register_server, unregister_server, list_admins,
+        grant_connection_group, revoke_connection_group, report_launches, report_clients, list_servers, register_server, unregister_server, sync_catalog, list_admins,
         add_admin, remove_admin, create_token, list_users, create_user, show_user, delete_user, list_machines, create_machine,
         show_machine, delete_machine, list_groups, create_group, group_members, delete_group, add_member, remove_group_member
     ),
@@ -179,6 +205,11 @@ impl utoipa::Modify for Security {
         components.add_security_scheme(
             "password",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        // A publishing server's credential, for the catalog sync.
+        components.add_security_scheme(
+            "credential",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
 }
@@ -258,6 +289,7 @@ mod tests {
             .unwrap(),
             content_root,
             max_upload_bytes: 1 << 30,
+            sync: CatalogWaits::new(None, 4),
         }
     }
 

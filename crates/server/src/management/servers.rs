@@ -1,13 +1,17 @@
 //! Publishing servers (`*-AppvPublishingServer`) and administrators
 //! (`*-AppvServerAdmin`, API tokens): HTTP translation over the directory services.
 
+use std::time::Duration;
+
 use avail_model::*;
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::Admin;
+use crate::auth::{Admin, PublishingServer as SyncingServer};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::directory;
 use avail_model::api::*;
@@ -42,6 +46,55 @@ pub(super) async fn unregister_server(
 ) -> ApiResult<StatusCode> {
     state.store.unregister_publishing_server(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How often a waiting catalog sync reads the change sequence.
+const SYNC_POLL: Duration = Duration::from_millis(200);
+
+/// A catalog sync's query: the sequence the caller holds and how long it may wait.
+#[derive(Deserialize)]
+pub(super) struct SyncQuery {
+    #[serde(default)]
+    since: i64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The publishing catalog for a registered publishing server: the whole
+/// catalog when its sequence is past `since` (at once, or as soon as it moves
+/// within `wait` seconds, at most 30 and within the role's deadline), else
+/// `204`. Each answer records the server's sync (`avail admin server list`).
+#[utoipa::path(get, path = "/api/v1/catalog", tag = "servers",
+    params(("since" = Option<i64>, Query), ("wait" = Option<u64>, Query)),
+    security(("credential" = [])),
+    responses((status = 200, description = "the catalog snapshot"), (status = 204, description = "nothing newer than since"), (status = 401, body = ErrorBody)))]
+pub(super) async fn sync_catalog(
+    State(state): State<AppState>,
+    server: SyncingServer,
+    Query(query): Query<SyncQuery>,
+) -> ApiResult<Response> {
+    let mut sequence = state.store.change_sequence().await?;
+    let wait = Duration::from_secs(query.wait).min(state.sync.max_wait);
+    if sequence <= query.since && !wait.is_zero() {
+        // Past the bound on waiters, answer at once: the caller asks again.
+        if let Ok(_permit) = state.sync.waiters.clone().try_acquire_owned() {
+            let deadline = tokio::time::Instant::now() + wait;
+            while sequence <= query.since && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(SYNC_POLL).await;
+                sequence = state.store.change_sequence().await?;
+            }
+        }
+    }
+    if sequence <= query.since {
+        state.store.record_sync(&server.name, sequence).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let snapshot = state.store.catalog_snapshot().await?;
+    state
+        .store
+        .record_sync(&server.name, snapshot.sequence)
+        .await?;
+    Ok(Json(snapshot).into_response())
 }
 
 /// Administrators (`Get-AppvServerAdmin`).
@@ -88,4 +141,88 @@ pub(super) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let token = directory::create_token(&state.catalog(), &name, &req.label).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::management::CatalogWaits;
+
+    async fn state(dir: &std::path::Path, waiters: usize) -> AppState {
+        let sqlite = |name: &str| format!("sqlite:{}", dir.join(name).display());
+        AppState {
+            store: avail_store::open_management(&sqlite("management.db"))
+                .await
+                .unwrap(),
+            reporting: avail_store::open_reporting(&sqlite("reporting.db"))
+                .await
+                .unwrap(),
+            content_root: dir.to_owned(),
+            max_upload_bytes: 1,
+            sync: CatalogWaits::new(Some(Duration::from_secs(4)), waiters),
+        }
+    }
+
+    async fn ask(state: &AppState, since: i64, wait: u64) -> (StatusCode, Option<i64>) {
+        let server = SyncingServer {
+            name: "pub1".into(),
+        };
+        let response = sync_catalog(
+            State(state.clone()),
+            server,
+            Query(SyncQuery { since, wait }),
+        )
+        .await
+        .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let sequence = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["sequence"].as_i64());
+        (status, sequence)
+    }
+
+    #[tokio::test]
+    async fn a_sync_waits_for_a_change_within_its_bounds_and_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), 1).await;
+        // Half the request deadline, never more than 30 s.
+        assert_eq!(state.sync.max_wait, Duration::from_secs(2));
+        state
+            .store
+            .register_publishing_server("pub1", "hash")
+            .await
+            .unwrap();
+        let (status, sequence) = ask(&state, 0, 0).await;
+        assert_eq!(status, StatusCode::OK);
+        let sequence = sequence.unwrap();
+
+        // A change while a sync waits ends the wait with the new catalog.
+        let waiting = tokio::spawn({
+            let state = state.clone();
+            async move { ask(&state, sequence, 30).await }
+        });
+        tokio::time::sleep(SYNC_POLL).await;
+        state.store.create_group("lab").await.unwrap();
+        let (status, newer) = waiting.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert!(newer.unwrap() > sequence);
+
+        // Nothing newer: 204, after the capped wait; recorded either way.
+        let newer = newer.unwrap();
+        assert_eq!(ask(&state, newer, 30).await, (StatusCode::NO_CONTENT, None));
+        let servers = state.store.list_publishing_servers().await.unwrap();
+        assert_eq!(servers[0].last_sync_sequence, Some(newer));
+
+        // With every waiter taken, a sync answers at once.
+        let _held = Arc::clone(&state.sync.waiters)
+            .acquire_owned()
+            .await
+            .unwrap();
+        assert_eq!(ask(&state, newer, 30).await, (StatusCode::NO_CONTENT, None));
+    }
 }
