@@ -19,13 +19,22 @@
 //! naming the packages outside every received connection group; `Groups` with
 //! each received connection group and its members in precedence order. Empty
 //! lists are left out, as §3.1.5.1.1.2 says.
+//!
+//! [`answer`] is the same answer for Avail clients as a serde value
+//! ([`PublishingAnswer`]): every content URL of each package (the base URL,
+//! then each mirror) and the catalog's change sequence. The catalog records
+//! the SHA-256 of each whole package file but not of its block map, so the
+//! answer carries no block-map digest.
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Entitlements};
+use crate::domain::ConnectionGroupMember;
+use crate::ids::{ConnectionGroupId, PackageId, VersionId};
 
 /// A malformed `ClientVersion` or `ClientOS` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,11 +162,7 @@ impl ClientQuery {
 
 /// Where a package version's file is: `content_base_url` (the content role or a
 /// mirror of it) joined with `packages/<PackageId>/<VersionId>.appv`.
-pub fn package_url(
-    content_base_url: &str,
-    package_id: crate::PackageId,
-    version_id: crate::VersionId,
-) -> String {
+pub fn package_url(content_base_url: &str, package_id: PackageId, version_id: VersionId) -> String {
     format!(
         "{}/packages/{package_id}/{version_id}.appv",
         content_base_url.trim_end_matches('/')
@@ -165,7 +170,7 @@ pub fn package_url(
 }
 
 /// The server-relative path a version's deployment configuration is served at.
-pub fn deployment_config_path(version_id: crate::VersionId) -> String {
+pub fn deployment_config_path(version_id: VersionId) -> String {
     format!("deployment-config/{version_id}.xml")
 }
 
@@ -261,6 +266,93 @@ pub fn render(catalog: &Catalog, receives: &Entitlements, content_base_url: &str
     }
     xml.push_str("</Publishing>\n");
     xml
+}
+
+/// What a client receives, for Avail clients (`Accept: application/json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishingAnswer {
+    /// The catalog's change sequence.
+    pub sequence: i64,
+    /// Each received package with its published version.
+    pub packages: Vec<AnswerPackage>,
+    /// Each received connection group.
+    pub connection_groups: Vec<AnswerConnectionGroup>,
+}
+
+/// A package version in a [`PublishingAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerPackage {
+    /// The package.
+    pub package_id: PackageId,
+    /// Its published version.
+    pub version_id: VersionId,
+    /// The package's name.
+    pub name: String,
+    /// The version's version number.
+    pub version: String,
+    /// Where the file is: the content base URL first, then each mirror.
+    pub urls: Vec<String>,
+}
+
+/// A connection group in a [`PublishingAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerConnectionGroup {
+    /// The group.
+    pub id: ConnectionGroupId,
+    /// Changes with every change to the group.
+    pub version_id: uuid::Uuid,
+    /// Display name.
+    pub name: String,
+    /// Priority among groups (lower wins).
+    pub priority: i32,
+    /// Members in precedence order (first wins).
+    pub members: Vec<ConnectionGroupMember>,
+}
+
+/// The answer for a client that receives `receives`, with each package's URL
+/// under `content_base_url` and then under each of `mirrors`.
+pub fn answer(
+    catalog: &Catalog,
+    receives: &Entitlements,
+    content_base_url: &str,
+    mirrors: &[String],
+) -> PublishingAnswer {
+    let packages = receives
+        .packages
+        .iter()
+        .filter_map(|&v| catalog.package(v))
+        .map(|p| {
+            let v = &p.version;
+            AnswerPackage {
+                package_id: v.package_id,
+                version_id: v.version_id,
+                name: v.name.clone(),
+                version: v.version.clone(),
+                urls: std::iter::once(content_base_url)
+                    .chain(mirrors.iter().map(String::as_str))
+                    .map(|base| package_url(base, v.package_id, v.version_id))
+                    .collect(),
+            }
+        })
+        .collect();
+    let connection_groups = catalog
+        .snapshot()
+        .connection_groups
+        .iter()
+        .filter(|g| receives.connection_groups.contains(&g.id))
+        .map(|g| AnswerConnectionGroup {
+            id: g.id,
+            version_id: g.version_id,
+            name: g.name.clone(),
+            priority: g.priority,
+            members: g.members.clone(),
+        })
+        .collect();
+    PublishingAnswer {
+        sequence: catalog.sequence(),
+        packages,
+        connection_groups,
+    }
 }
 
 /// `text` as an XML attribute value.

@@ -162,6 +162,7 @@ pub(crate) async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publishing::ContentUrls;
 
     fn snapshot(sequence: i64, users: &[&str]) -> CatalogSnapshot {
         CatalogSnapshot {
@@ -171,11 +172,18 @@ mod tests {
         }
     }
 
+    fn content() -> ContentUrls {
+        ContentUrls {
+            base: "http://content".into(),
+            mirrors: vec![],
+        }
+    }
+
     #[tokio::test]
     async fn a_newer_catalog_is_stored_and_served_an_older_one_never() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CATALOG_FILE);
-        let state = PublishingState::new(no_catalog(), "http://content");
+        let state = PublishingState::new(no_catalog(), content());
         assert!(read_copy(&path).is_none());
 
         assert!(accept(snapshot(5, &["alice"]), &state, &path).await);
@@ -219,7 +227,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_list_leaves_the_catalog_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let state = PublishingState::new(Catalog::new(snapshot(3, &["alice"])), "http://content");
+        let state = PublishingState::new(Catalog::new(snapshot(3, &["alice"])), content());
         // A port nothing listens on, and a server that answers garbage.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_url = format!("http://{}", dead.local_addr().unwrap());

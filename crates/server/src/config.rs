@@ -194,6 +194,13 @@ pub struct PublishingConfig {
     pub management_urls: Vec<String>,
     /// This node's publishing-server credential (`avail admin server register`).
     pub credential: Option<String>,
+    /// The base URL the publishing document's `PackageUrl`s start with; unset:
+    /// this node's content role, at its listen address. A trailing slash is
+    /// dropped at load.
+    pub content_base_url: Option<String>,
+    /// Further base URLs serving the same content store, in order. A trailing
+    /// slash is dropped at load.
+    pub content_mirrors: Vec<String>,
 }
 
 impl std::fmt::Debug for PublishingConfig {
@@ -207,6 +214,8 @@ impl std::fmt::Debug for PublishingConfig {
                 "credential",
                 &self.credential.as_ref().map(|_| "<redacted>"),
             )
+            .field("content_base_url", &self.content_base_url)
+            .field("content_mirrors", &self.content_mirrors)
             .finish()
     }
 }
@@ -298,6 +307,21 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// Why `url` is not an absolute `http` or `https` URL with a host, if it is not.
+fn http_url(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "a URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("an http or https URL");
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("a URL with a host");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("a base URL (it has a query or fragment)");
+    }
+    Ok(())
+}
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -363,6 +387,8 @@ impl Default for PublishingConfig {
             tls_key: None,
             management_urls: Vec::new(),
             credential: None,
+            content_base_url: None,
+            content_mirrors: Vec::new(),
         }
     }
 }
@@ -476,6 +502,14 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env)?;
+        let publishing = &mut config.publishing;
+        for url in publishing
+            .content_base_url
+            .iter_mut()
+            .chain(&mut publishing.content_mirrors)
+        {
+            url.truncate(url.trim_end_matches('/').len());
+        }
         Ok(config)
     }
 
@@ -524,6 +558,17 @@ impl Config {
         }
         if let Some(v) = env("AVAIL_PUBLISHING_MANAGEMENT_URLS") {
             self.publishing.management_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = env("AVAIL_PUBLISHING_CONTENT_BASE_URL") {
+            self.publishing.content_base_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = env("AVAIL_CONTENT_MIRRORS") {
+            self.publishing.content_mirrors = v
                 .split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
@@ -642,6 +687,20 @@ impl Config {
                     .into(),
             );
         }
+        let content_urls = self
+            .publishing
+            .content_base_url
+            .iter()
+            .map(|u| ("publishing.content_base_url", u))
+            .chain(
+                self.publishing
+                    .content_mirrors
+                    .iter()
+                    .map(|u| ("publishing.content_mirrors", u)),
+            );
+        for (name, url) in content_urls {
+            http_url(url).map_err(|why| format!("{name}: {url:?} is not {why}"))?;
+        }
         if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1"));
         }
@@ -709,6 +768,25 @@ impl Config {
         roles.sort();
         roles.dedup();
         Ok(roles)
+    }
+
+    /// Where the publishing document's package URLs start: `[publishing]
+    /// content_base_url`, else this node's content role at its listen address
+    /// (`https` with the content role's TLS files). A wildcard listen address
+    /// gives a URL only this machine can use, so a deployment with clients
+    /// elsewhere sets `content_base_url`.
+    pub fn content_base_url(&self) -> String {
+        match &self.publishing.content_base_url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls(Role::Content).is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.listen(Role::Content))
+            }
+        }
     }
 
     /// The content store directory.
@@ -947,6 +1025,85 @@ mod tests {
         let env = |k: &str| (k == "AVAIL_PUBLISHING_MANAGEMENT_URLS").then(|| "http://m1".into());
         let e = Config::load(None, env).unwrap().check().unwrap_err();
         assert!(e.contains("publishing.credential"), "{e}");
+    }
+
+    #[test]
+    fn content_urls_default_to_the_local_content_role() {
+        let c = Config::default();
+        assert_eq!(c.content_base_url(), "http://127.0.0.1:8083");
+        assert!(c.publishing.content_mirrors.is_empty());
+        let env = |k: &str| (k == "AVAIL_CONTENT_LISTEN").then(|| "0.0.0.0:9000".into());
+        // A wildcard address is kept as it is: multi-node deployments set
+        // content_base_url.
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.content_base_url(), "http://0.0.0.0:9000");
+    }
+
+    #[test]
+    fn content_urls_come_from_file_and_environment_without_trailing_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("avail.toml");
+        std::fs::write(
+            &path,
+            "[publishing]\ncontent_base_url = \"https://content.example/avail/\"\n\
+             content_mirrors = [\"http://m1.example/\", \"https://m2.example:8443/c//\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), |_| None).unwrap();
+        assert_eq!(c.content_base_url(), "https://content.example/avail");
+        assert_eq!(
+            c.publishing.content_mirrors,
+            ["http://m1.example", "https://m2.example:8443/c"]
+        );
+        assert_eq!(c.check(), Ok(()));
+
+        let env = |k: &str| match k {
+            "AVAIL_PUBLISHING_CONTENT_BASE_URL" => Some(" http://cdn.example/ ".into()),
+            "AVAIL_CONTENT_MIRRORS" => Some("http://a.example/, ,https://b.example".into()),
+            _ => None,
+        };
+        let c = Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.content_base_url(), "http://cdn.example");
+        assert_eq!(
+            c.publishing.content_mirrors,
+            ["http://a.example", "https://b.example"]
+        );
+        assert_eq!(c.check(), Ok(()));
+    }
+
+    #[test]
+    fn content_urls_must_be_http_base_urls() {
+        for (name, value, setting) in [
+            (
+                "AVAIL_PUBLISHING_CONTENT_BASE_URL",
+                "ftp://content.example",
+                "publishing.content_base_url",
+            ),
+            (
+                "AVAIL_PUBLISHING_CONTENT_BASE_URL",
+                "content.example:8083",
+                "publishing.content_base_url",
+            ),
+            (
+                "AVAIL_CONTENT_MIRRORS",
+                "http://ok.example,not a url",
+                "publishing.content_mirrors",
+            ),
+            (
+                "AVAIL_CONTENT_MIRRORS",
+                "https://m.example/?x=1",
+                "publishing.content_mirrors",
+            ),
+            (
+                "AVAIL_CONTENT_MIRRORS",
+                "file:///srv",
+                "publishing.content_mirrors",
+            ),
+        ] {
+            let env = |k: &str| (k == name).then(|| value.to_owned());
+            let e = Config::load(None, env).unwrap().check().unwrap_err();
+            assert!(e.starts_with(setting), "{value}: {e}");
+        }
     }
 
     #[test]

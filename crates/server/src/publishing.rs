@@ -7,7 +7,11 @@
 //! adds the user's (an unknown user adds nothing). No credential is `401`, a
 //! malformed `ClientVersion` or `ClientOS` `400`. The answer is the publishing
 //! document ([`avail_model::publishing`]) as `text/xml` with `Cache-Control:
-//! no-cache`.
+//! no-cache`. With `Accept: application/json` it is the same answer for
+//! Avail clients ([`avail_model::publishing::answer`]: every content URL of
+//! each package, the base then each `[publishing] content_mirrors` entry, and
+//! the catalog sequence) with an `ETag`, the SHA-256 of the body; a request
+//! whose `If-None-Match` names it gets `304` with no body.
 //!
 //! The catalog is rebuilt only when the Management DB's change sequence moves
 //! ([`follow`] polls it every second), or, on a node configured with
@@ -22,15 +26,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use avail_model::catalog::{Catalog, Entitlements};
-use avail_model::publishing::{ClientQuery, render};
+use avail_model::publishing::{ClientQuery, answer, render};
 use avail_store::ManagementStore;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::auth::{Authenticator, CredentialLookup, Machine};
 use crate::error::ApiError;
@@ -41,47 +46,81 @@ const CACHED_DOCUMENTS: usize = 10_000;
 /// The user a machine's request speaks for.
 const USER_HEADER: &str = "avail-user";
 
-/// A catalog being served, with the documents rendered from it.
+/// A catalog being served, with the documents and JSON answers rendered from it.
 struct Published {
     catalog: Catalog,
     documents: Mutex<HashMap<Entitlements, Bytes>>,
+    answers: Mutex<HashMap<Entitlements, (Bytes, HeaderValue)>>,
+}
+
+/// `cache`'s entry for `receives`, made by `make` once; past
+/// [`CACHED_DOCUMENTS`] entries the cache starts over.
+fn cached<V: Clone>(
+    cache: &Mutex<HashMap<Entitlements, V>>,
+    receives: &Entitlements,
+    make: impl FnOnce() -> V,
+) -> V {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(value) = cache.get(receives) {
+        return value.clone();
+    }
+    let value = make();
+    if cache.len() >= CACHED_DOCUMENTS {
+        cache.clear();
+    }
+    cache.insert(receives.clone(), value.clone());
+    value
 }
 
 impl Published {
+    fn new(catalog: Catalog) -> Self {
+        Published {
+            catalog,
+            documents: Mutex::default(),
+            answers: Mutex::default(),
+        }
+    }
+
     /// The document for `receives`, rendered once per catalog.
     fn document(&self, receives: &Entitlements, content_base_url: &str) -> Bytes {
-        let mut documents = self
-            .documents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(doc) = documents.get(receives) {
-            return doc.clone();
-        }
-        let doc = Bytes::from(render(&self.catalog, receives, content_base_url));
-        if documents.len() >= CACHED_DOCUMENTS {
-            documents.clear();
-        }
-        documents.insert(receives.clone(), doc.clone());
-        doc
+        cached(&self.documents, receives, || {
+            Bytes::from(render(&self.catalog, receives, content_base_url))
+        })
     }
+
+    /// The JSON answer for `receives` and its ETag, made once per catalog.
+    fn answer(&self, receives: &Entitlements, content: &ContentUrls) -> (Bytes, HeaderValue) {
+        cached(&self.answers, receives, || {
+            let value = answer(&self.catalog, receives, &content.base, &content.mirrors);
+            let body = serde_json::to_vec(&value).expect("an answer always serialises");
+            let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
+            let etag = HeaderValue::try_from(etag).expect("hex in quotes is a header value");
+            (Bytes::from(body), etag)
+        })
+    }
+}
+
+/// Where packages are: the base URL of the `PackageUrl`s, then mirrors.
+pub(crate) struct ContentUrls {
+    /// `[publishing] content_base_url` or the local content role.
+    pub(crate) base: String,
+    /// `[publishing] content_mirrors`.
+    pub(crate) mirrors: Vec<String>,
 }
 
 /// The publishing role's state: the current catalog and where packages are.
 #[derive(Clone)]
 pub(crate) struct PublishingState {
     current: Arc<RwLock<Arc<Published>>>,
-    content_base_url: Arc<str>,
+    content: Arc<ContentUrls>,
 }
 
 impl PublishingState {
-    /// Serve `catalog`, with package URLs under `content_base_url`.
-    pub(crate) fn new(catalog: Catalog, content_base_url: &str) -> Self {
+    /// Serve `catalog`, with package URLs under `content`.
+    pub(crate) fn new(catalog: Catalog, content: ContentUrls) -> Self {
         PublishingState {
-            current: Arc::new(RwLock::new(Arc::new(Published {
-                catalog,
-                documents: Mutex::default(),
-            }))),
-            content_base_url: Arc::from(content_base_url),
+            current: Arc::new(RwLock::new(Arc::new(Published::new(catalog)))),
+            content: Arc::new(content),
         }
     }
 
@@ -101,10 +140,7 @@ impl PublishingState {
     pub(crate) fn replace(&self, catalog: Catalog) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if catalog.sequence() > current.catalog.sequence() {
-            *current = Arc::new(Published {
-                catalog,
-                documents: Mutex::default(),
-            });
+            *current = Arc::new(Published::new(catalog));
         }
     }
 }
@@ -218,15 +254,54 @@ async fn get_package(
         .transpose()?;
     let published = state.published();
     let receives = published.catalog.receives(Some(&machine.name), user);
-    let document = published.document(&receives, &state.content_base_url);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/xml"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        document,
-    )
-        .into_response())
+    if !wants_json(&headers) {
+        let document = published.document(&receives, &state.content.base);
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/xml"),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::VARY, "Accept"),
+            ],
+            document,
+        )
+            .into_response());
+    }
+    let (body, etag) = published.answer(&receives, &state.content);
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::VARY, HeaderValue::from_static("Accept")),
+        (header::ETAG, etag.clone()),
+    ];
+    if none_match(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let json = HeaderValue::from_static("application/json");
+    Ok((common, [(header::CONTENT_TYPE, json)], body).into_response())
+}
+
+/// Whether `Accept` names `application/json`.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            let media = media.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("application/json")
+        })
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`), weakly compared.
+fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let etag = etag.as_bytes();
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == etag)
 }
 
 #[cfg(test)]
@@ -237,6 +312,8 @@ mod tests {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
     use uuid::Uuid;
+
+    use avail_model::publishing::{AnswerConnectionGroup, AnswerPackage, PublishingAnswer};
 
     use super::*;
     use crate::auth::hash_secret;
@@ -312,7 +389,10 @@ mod tests {
     async fn machines_and_their_users_get_their_documents() {
         let state = PublishingState::new(
             catalog(3, vec![package(1, "lab"), package(2, "staff")]),
-            "http://content:8083",
+            ContentUrls {
+                base: "http://content:8083".into(),
+                mirrors: vec![],
+            },
         );
         let router = router(state.clone());
         let query = "/?ClientVersion=5.1.0.0&ClientOS=WindowsClient_10.0_x64";
@@ -355,5 +435,99 @@ mod tests {
         assert!(body.contains("00000000-0000-0000-0000-000000000002"));
         state.replace(catalog(4, vec![]));
         assert_eq!(state.sequence(), 5);
+    }
+
+    #[tokio::test]
+    async fn avail_clients_get_json_with_an_etag() {
+        let mut snapshot = catalog(7, vec![package(1, "lab"), package(2, "staff")])
+            .snapshot()
+            .clone();
+        let group = avail_model::ConnectionGroup {
+            id: avail_model::ConnectionGroupId(Uuid::from_u128(0x200)),
+            version_id: Uuid::from_u128(0x201),
+            name: "G".into(),
+            priority: 1,
+            members: vec![avail_model::ConnectionGroupMember {
+                package_id: PackageId(Uuid::from_u128(1)),
+                version_id: None,
+                optional: false,
+            }],
+            entitled_groups: vec!["lab".into()],
+            published: true,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        snapshot.connection_groups.push(group.clone());
+        let state = PublishingState::new(
+            Catalog::new(snapshot),
+            ContentUrls {
+                base: "http://content:8083".into(),
+                mirrors: vec!["https://m1".into(), "https://m2/avail".into()],
+            },
+        );
+        let router = router(state.clone());
+        let json = [
+            ("authorization", "Bearer secret"),
+            ("accept", "text/html, application/json;q=0.9"),
+        ];
+
+        let (status, headers, body) = get(&router, "/", &json).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+        let digest = hex::encode(Sha256::digest(body.as_bytes()));
+        assert_eq!(etag, format!("\"{digest}\""));
+        let answer: PublishingAnswer = serde_json::from_str(&body).unwrap();
+        let path = "packages/00000000-0000-0000-0000-000000000001/\
+                    00000000-0000-0000-0000-000000000101.appv";
+        assert_eq!(
+            answer,
+            PublishingAnswer {
+                sequence: 7,
+                packages: vec![AnswerPackage {
+                    package_id: PackageId(Uuid::from_u128(1)),
+                    version_id: VersionId(Uuid::from_u128(0x101)),
+                    name: "P1".into(),
+                    version: "1.0.0.0".into(),
+                    urls: vec![
+                        format!("http://content:8083/{path}"),
+                        format!("https://m1/{path}"),
+                        format!("https://m2/avail/{path}"),
+                    ],
+                }],
+                connection_groups: vec![AnswerConnectionGroup {
+                    id: group.id,
+                    version_id: group.version_id,
+                    name: group.name,
+                    priority: 1,
+                    members: group.members,
+                }],
+            }
+        );
+
+        // The same ETag again: 304 and no body; another one: the answer.
+        let matching = [json[0], json[1], ("if-none-match", etag.as_str())];
+        let (status, headers, body) = get(&router, "/", &matching).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(headers[header::ETAG], etag.as_str());
+        assert!(body.is_empty());
+        let stale = [json[0], json[1], ("if-none-match", "\"0\"")];
+        assert_eq!(get(&router, "/", &stale).await.0, StatusCode::OK);
+
+        // A user's packages change the answer and so the ETag.
+        let alice = [json[0], json[1], ("avail-user", "alice")];
+        let (_, headers, body) = get(&router, "/", &alice).await;
+        assert_ne!(headers[header::ETAG], etag.as_str());
+        assert!(body.contains("00000000-0000-0000-0000-000000000002"));
+
+        // Without Accept: application/json, the XML document as before.
+        let (_, headers, _) = get(&router, "/", &json[..1]).await;
+        assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
+        assert!(headers.get(header::ETAG).is_none());
+
+        // No credential is still 401.
+        assert_eq!(
+            get(&router, "/", &json[1..]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -238,12 +238,10 @@ async fn reporting_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
 /// catalog. Either way it answers from memory while its source is down.
 async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
     let config = &shared.config;
-    let scheme = if config.tls(Role::Content).is_some() {
-        "https"
-    } else {
-        "http"
+    let content = || publishing::ContentUrls {
+        base: config.content_base_url(),
+        mirrors: config.publishing.content_mirrors.clone(),
     };
-    let content_base_url = format!("{scheme}://{}", config.listen(Role::Content));
     let urls = &config.publishing.management_urls;
     let (state, ready): (_, ReadyCheck) = if urls.is_empty() {
         let store = shared.management_store().await?;
@@ -253,7 +251,7 @@ async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
             .context("cannot read the publishing catalog from the Management DB")?;
         let state = publishing::PublishingState::new(
             avail_model::catalog::Catalog::new(snapshot),
-            &content_base_url,
+            content(),
         );
         tokio::spawn(publishing::follow(store, state.clone()));
         (state, Arc::new(|| async { None }.boxed()))
@@ -263,7 +261,7 @@ async fn publishing_role(shared: &Shared) -> anyhow::Result<RoleSpec> {
             .context("cannot set up the catalog sync's HTTP client")?;
         let copy = config.data_dir.join(catalog_sync::CATALOG_FILE);
         let catalog = catalog_sync::read_copy(&copy).unwrap_or_else(catalog_sync::no_catalog);
-        let state = publishing::PublishingState::new(catalog, &content_base_url);
+        let state = publishing::PublishingState::new(catalog, content());
         tokio::spawn(catalog_sync::follow(
             clients,
             state.clone(),
