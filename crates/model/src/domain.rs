@@ -217,6 +217,13 @@ impl Principal {
 }
 
 impl PrincipalKind {
+    /// Every kind, in the order the directory lists them.
+    pub const ALL: [PrincipalKind; 3] = [
+        PrincipalKind::User,
+        PrincipalKind::Machine,
+        PrincipalKind::Group,
+    ];
+
     /// The path segment the API names the kind by (`users`, `machines`, `groups`).
     pub fn segment(self) -> &'static str {
         match self {

@@ -536,17 +536,15 @@ async fn group_holdings(
             .collect())
     }
     let mut members = Vec::new();
-    for (kind, make) in [
-        (
-            PrincipalKind::User,
-            Principal::User as fn(String) -> Principal,
-        ),
-        (PrincipalKind::Machine, Principal::Machine),
-        (PrincipalKind::Group, Principal::Group),
-    ] {
+    for kind in PrincipalKind::ALL {
         let (_, table, column) = principal_table(kind);
         let sql = format!("SELECT {column} FROM {table} WHERE group_name = $1 ORDER BY {column}");
-        members.extend(strings(tx, &sql, group).await?.into_iter().map(make));
+        members.extend(
+            strings(tx, &sql, group)
+                .await?
+                .into_iter()
+                .map(|name| kind.named(name)),
+        );
     }
     Ok(GroupHoldings {
         packages: strings(
@@ -1256,15 +1254,8 @@ impl ManagementStore for PgManagement {
         with_client!(self.pool, true, |c| {
             require_group(&c, group).await?;
             let mut out = Vec::new();
-            for (table, column, make) in [
-                (
-                    "group_users",
-                    "user_name",
-                    Principal::User as fn(String) -> Principal,
-                ),
-                ("group_machines", "machine_name", Principal::Machine),
-                ("group_groups", "member_name", Principal::Group),
-            ] {
+            for kind in PrincipalKind::ALL {
+                let (_, table, column) = principal_table(kind);
                 for r in c
                     .query(
                         &format!(
@@ -1274,7 +1265,7 @@ impl ManagementStore for PgManagement {
                     )
                     .await?
                 {
-                    out.push(make(r.get(0)));
+                    out.push(kind.named(r.get(0)));
                 }
             }
             Ok(out)
@@ -1388,22 +1379,15 @@ impl ManagementStore for PgManagement {
                 .collect();
             machines.sort_by(|a, b| a.name.cmp(&b.name));
             let mut memberships = Vec::new();
-            for (table, column, make) in [
-                (
-                    "group_users",
-                    "user_name",
-                    Principal::User as fn(String) -> Principal,
-                ),
-                ("group_machines", "machine_name", Principal::Machine),
-                ("group_groups", "member_name", Principal::Group),
-            ] {
+            for kind in PrincipalKind::ALL {
+                let (_, table, column) = principal_table(kind);
                 for r in tx
                     .query(&format!("SELECT group_name, {column} FROM {table}"), &[])
                     .await?
                 {
                     memberships.push(catalog::Membership {
                         group: r.get(0),
-                        member: make(r.get(1)),
+                        member: kind.named(r.get(1)),
                     });
                 }
             }

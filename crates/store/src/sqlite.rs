@@ -455,21 +455,14 @@ fn group_holdings(tx: &Transaction<'_>, group: &str) -> Result<GroupHoldings> {
             .collect::<rusqlite::Result<Vec<_>>>()?)
     };
     let mut members = Vec::new();
-    for (kind, make) in [
-        (
-            PrincipalKind::User,
-            Principal::User as fn(String) -> Principal,
-        ),
-        (PrincipalKind::Machine, Principal::Machine),
-        (PrincipalKind::Group, Principal::Group),
-    ] {
+    for kind in PrincipalKind::ALL {
         let (_, table, column) = principal_table(kind);
         members.extend(
             strings(&format!(
                 "SELECT {column} FROM {table} WHERE group_name = ?1 ORDER BY {column}"
             ))?
             .into_iter()
-            .map(make),
+            .map(|name| kind.named(name)),
         );
     }
     Ok(GroupHoldings {
@@ -1069,20 +1062,13 @@ impl ManagementStore for SqliteManagement {
             .run(move |c| {
                 require_group(c, &group)?;
                 let mut out = Vec::new();
-                for (table, column, make) in [
-                    (
-                        "group_users",
-                        "user_name",
-                        Principal::User as fn(String) -> Principal,
-                    ),
-                    ("group_machines", "machine_name", Principal::Machine),
-                    ("group_groups", "member_name", Principal::Group),
-                ] {
+                for kind in PrincipalKind::ALL {
+                    let (_, table, column) = principal_table(kind);
                     let mut stmt = c.prepare(&format!(
                         "SELECT {column} FROM {table} WHERE group_name = ?1 ORDER BY {column}"
                     ))?;
                     for name in stmt.query_map([&group], |r| r.get::<_, String>(0))? {
-                        out.push(make(name?));
+                        out.push(kind.named(name?));
                     }
                 }
                 Ok(out)
@@ -1187,15 +1173,8 @@ impl ManagementStore for SqliteManagement {
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut memberships = Vec::new();
-                for (table, column, make) in [
-                    (
-                        "group_users",
-                        "user_name",
-                        Principal::User as fn(String) -> Principal,
-                    ),
-                    ("group_machines", "machine_name", Principal::Machine),
-                    ("group_groups", "member_name", Principal::Group),
-                ] {
+                for kind in PrincipalKind::ALL {
+ let (_, table, column) = principal_table(kind);
                     let mut stmt = c.prepare(&format!("SELECT group_name, {column} FROM {table}"))?;
                     for row in stmt.query_map([], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -1203,7 +1182,7 @@ impl ManagementStore for SqliteManagement {
                         let (group, name) = row?;
                         memberships.push(catalog::Membership {
                             group,
-                            member: make(name),
+                            member: kind.named(name),
                         });
                     }
                 }
