@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use avail_format::manifest::{self, Application};
 use avail_format::streammap::FeatureFile;
-use avail_format::{ExtractOptions, FormatError, PackOptions, Package, names};
+use avail_format::{ExtractOptions, FormatError, PackOptions, Package, ReadAt, names};
 use avail_format::{fsmeta, streammap};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -63,7 +63,7 @@ pub enum PackageCommand {
 const EXIT_USAGE: u8 = 2;
 
 /// What `inspect` and `verify` say of a signature: Avail does not check them.
-fn signature_status<R: avail_format::ReadAt>(package: &Package<R>) -> &'static str {
+fn signature_status<R: ReadAt>(package: &Package<R>) -> &'static str {
     if package.signature().is_some() {
         "present, not verified"
     } else {
@@ -429,6 +429,15 @@ fn is_metadata_part(name: &str) -> bool {
             .is_some_and(|dir| names::same_part(dir, METADATA_DIR))
 }
 
+/// How many of the block map's parts are the package's own metadata.
+fn metadata_parts<R: ReadAt>(package: &Package<R>) -> usize {
+    package
+        .files()
+        .iter()
+        .filter(|f| is_metadata_part(&f.map.name))
+        .count()
+}
+
 fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
     let package = open(file)?;
     let m = package.manifest();
@@ -531,9 +540,14 @@ fn verify(file: &Path, json: bool) -> Result<ExitCode> {
     let result = open_verified(file);
     if !json {
         let (package, report) = result?;
+        let metadata = metadata_parts(&package);
         println!(
-            "OK: {} files, {} blocks ({} stored, {} deflated), {} bytes verified",
-            report.files, report.blocks, report.stored_blocks, report.deflated_blocks, report.bytes
+            "OK: {} files and {metadata} metadata parts, {} blocks ({} stored, {} deflated), {} bytes verified",
+            report.files - metadata as u64,
+            report.blocks,
+            report.stored_blocks,
+            report.deflated_blocks,
+            report.bytes
         );
         if package.signature().is_some() {
             println!("Signature: present, not verified (Avail does not check package signatures)");
@@ -552,7 +566,9 @@ fn verify(file: &Path, json: bool) -> Result<ExitCode> {
     });
     match &result {
         Ok((package, report)) => {
-            out["files"] = report.files.into();
+            let metadata = metadata_parts(package);
+            out["files"] = (report.files - metadata as u64).into();
+            out["metadata_parts"] = metadata.into();
             out["blocks"] = report.blocks.into();
             out["stored_blocks"] = report.stored_blocks.into();
             out["deflated_blocks"] = report.deflated_blocks.into();

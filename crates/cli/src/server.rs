@@ -16,7 +16,9 @@ pub struct ServerArgs {
     /// Data directory: SQLite files, the content store, the bootstrap token [default: ./avail-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Roles to run, comma-separated: management, reporting, content (publishing is not built yet) [default: all].
+    /// Roles to run, comma-separated: management (8080), publishing (8081), reporting (8082),
+    /// content (8083) [default: all four]. A publishing role without the management role
+    /// follows `[publishing] management_urls`.
     #[arg(long, value_delimiter = ',')]
     roles: Vec<String>,
 }

@@ -43,7 +43,7 @@ fn install_then_status(m: &str, r: &str) {
     let o = avail(&["db", "install", "--management-url", m, "--reporting-url", r]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(
-        out(&o).contains("Reporting DB: schema version 1 (current)"),
+        out(&o).contains("Reporting DB: schema version 2 (current)"),
         "{}",
         out(&o)
     );
@@ -59,8 +59,8 @@ fn install_then_status(m: &str, r: &str) {
     ]);
     assert!(o.status.success(), "{}", out(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["management"]["installed"], 1);
-    assert_eq!(v["reporting"]["known"], 1);
+    assert_eq!(v["management"]["installed"], 2);
+    assert_eq!(v["reporting"]["known"], 2);
 }
 
 #[test]
@@ -188,14 +188,14 @@ fn status_without_a_url_reads_the_data_directory() {
     );
     assert!(
         out(&o).contains(&format!(
-            "Management DB: schema version 1 (current) ({url})"
+            "Management DB: schema version 2 (current) ({url})"
         )),
         "{}",
         out(&o)
     );
     let o = avail(&["db", "status", "--json", "--data-dir", data_s]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["management"]["installed"], 1);
+    assert_eq!(v["management"]["installed"], 2);
     assert_eq!(v["management"]["exists"], true);
     assert_eq!(v["reporting"]["exists"], false);
     assert_eq!(entries(&data), ["management.db"]);
@@ -283,7 +283,7 @@ fn json_logs_are_one_object_per_line() {
     assert!(!logs.contains('\x1b'));
     // Stdout stays the command's answer.
     assert!(
-        String::from_utf8_lossy(&o.stdout).starts_with("Management DB: schema version 1"),
+        String::from_utf8_lossy(&o.stdout).starts_with("Management DB: schema version 2"),
         "{}",
         out(&o)
     );

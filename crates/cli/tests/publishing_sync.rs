@@ -3,7 +3,8 @@
 //! URLs whose first entry is dead, sees a publish and an unpublish, keeps
 //! answering with the last catalog once the management node is killed, also
 //! after its own restart (from its disk copy), and the management node shows
-//! the publishing node's last sync.
+//! the publishing node's last sync. After the first catalog, the publishing
+//! node receives the changes since the catalog it holds, not whole catalogs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,6 +135,19 @@ fn a_publishing_node_follows_management_fails_over_and_outlives_it() {
 
     management.admin_ok(&["package", "publish", "App"]);
     wait_for(&publishing, &machine_credential, true);
+    // The publish reached it as the changes since the catalog it held.
+    let started = Instant::now();
+    while !publishing
+        .log()
+        .contains("publishing catalog synced from a delta")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no catalog delta was applied: {}",
+            publishing.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     management.admin_ok(&["package", "unpublish", "App"]);
     wait_for(&publishing, &machine_credential, false);
     management.admin_ok(&["package", "publish", "App"]);

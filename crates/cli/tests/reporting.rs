@@ -131,6 +131,47 @@ fn reports_are_stored_once(node: &AvailNode) {
     assert!(table.contains("37%"), "{table}");
 }
 
+/// Many reports at once, as a busy server gets them (the role stores what is
+/// queued together in one transaction): each answered 200 once stored, and
+/// copies of one report posted at the same time (a client retrying while its
+/// first attempt waits) counted once.
+fn a_burst_is_stored_whole(node: &AvailNode) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("{}/", node.reporting_url);
+        let body = utf16(&variant("Burst", "2016-03-03T10:00:00Z"));
+        // 40 distinct reports, then 10 copies of a 41st.
+        let tasks: Vec<_> = (0..50u32)
+            .map(|i| {
+                let id = format!("00000000-0000-4000-8000-{:012x}", i.min(40));
+                let request = client
+                    .post(&url)
+                    .header("Avail-Report-Id", id)
+                    .body(body.clone());
+                tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.unwrap());
+        }
+        statuses
+    });
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "{statuses:?}\n{}",
+        node.log()
+    );
+    let burst = launches(node, "application")
+        .into_iter()
+        .find(|(key, _)| key == "Burst");
+    assert_eq!(burst, Some(("Burst".to_owned(), 41)));
+}
+
 fn refusals_store_nothing(node: &AvailNode) {
     let (status, body) = post(node, utf16(&EXAMPLE.replace("</APP_RECORDS>", "")), None);
     assert_eq!(status, 400, "{body}");
@@ -160,6 +201,7 @@ fn refusals_store_nothing(node: &AvailNode) {
 fn reports_on_sqlite() {
     let node = start(None, &[]);
     reports_are_stored_once(&node);
+    a_burst_is_stored_whole(&node);
 }
 
 #[test]
@@ -196,4 +238,5 @@ fn reports_on_postgres() {
     );
     refusals_store_nothing(&node);
     reports_are_stored_once(&node);
+    a_burst_is_stored_whole(&node);
 }

@@ -248,6 +248,26 @@ impl<R: ReadAt> Package<R> {
         &self.entries
     }
 
+    /// The SHA-256 (lowercase hex) of the uncompressed `AppxBlockMap.xml` part,
+    /// read again from the source (size and CRC-32 checked as when opening).
+    pub fn block_map_sha256(&self) -> Result<String> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| names::same_part(&e.name, blockmap::PART))
+            .ok_or(FormatError::MissingPart(blockmap::PART))?;
+        let mut chunks = EntryChunks::new(&self.source, entry, &self.limits)?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = chunks.next_chunk()? {
+            hasher.update(chunk);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

@@ -15,8 +15,17 @@
 //! entitlements share one `Arc`, so a renderer can memoise its document per
 //! entitlement set. A request then costs one lookup per principal and, for a
 //! user on a machine, one union of two sets ([`Catalog::receives`]).
+//!
+//! A user's [`Entitlements`] also say which user configuration (MS-VAPR
+//! `UserConfiguration`) each received package carries for that user: among the
+//! user's groups entitled to the package that carry one, the first group by
+//! name wins, and when those groups carry two or more different documents the
+//! choice is marked as a conflict ([`UserConfigChoice`]). The choice is part of
+//! the entitlement set, so equal `Entitlements` still mean an equal publishing
+//! document. A machine's entitlements choose none: machine (global) publishing
+//! carries no user configuration.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -53,6 +62,12 @@ pub struct PublishedPackage {
     pub deployment_config: Option<Configuration>,
     /// The groups entitled to it, each with its user configuration, sorted.
     pub entitlements: Vec<Entitlement>,
+    /// The user configuration of each entitled group that has one, by group,
+    /// with when it was last set and its revision. A catalog copy written
+    /// before schema version 2 has none (and so renders no `UserConfiguration`
+    /// until the next catalog).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_configs: BTreeMap<String, Configuration>,
 }
 
 /// A configuration document and when it last changed.
@@ -62,6 +77,10 @@ pub struct Configuration {
     pub document: String,
     /// When it was last set.
     pub updated_at: DateTime<Utc>,
+    /// Grows with each set of the configuration (MS-VAPR's `ConfigurationId`
+    /// is this mod 65536); 0 in a catalog copy written before schema version 2.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// A machine and the hash of its credential.
@@ -90,6 +109,21 @@ pub struct Entitlements {
     pub packages: BTreeSet<VersionId>,
     /// Published connection groups.
     pub connection_groups: BTreeSet<ConnectionGroupId>,
+    /// For a user: the user configuration chosen for each received package
+    /// that has one for the user's groups. Empty for a machine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_configs: BTreeMap<VersionId, UserConfigChoice>,
+}
+
+/// Which entitled group's user configuration a user receives for a package.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserConfigChoice {
+    /// The group whose configuration wins: the first by name among the
+    /// user's groups entitled to the package that carry one.
+    pub group: String,
+    /// Whether those groups carry two or more different configurations
+    /// (MS-VAPR `UserConfiguration/@Conflict`).
+    pub conflict: bool,
 }
 
 impl Entitlements {
@@ -102,6 +136,11 @@ impl Entitlements {
         self.packages.extend(other.packages.iter().copied());
         self.connection_groups
             .extend(other.connection_groups.iter().copied());
+        for (v, choice) in &other.user_configs {
+            self.user_configs
+                .entry(*v)
+                .or_insert_with(|| choice.clone());
+        }
     }
 }
 
@@ -210,6 +249,9 @@ impl Catalog {
                     set.extend(e);
                 }
             }
+            if matches!(principal, Principal::User(_)) {
+                set.user_configs = choose_user_configs(&snapshot, &packages, &per_group, &groups);
+            }
             let shared = interned
                 .entry(set)
                 .or_insert_with_key(|set| Arc::new(set.clone()))
@@ -257,6 +299,11 @@ impl Catalog {
         self.connection_groups
             .get(&id)
             .map(|&i| &self.snapshot.connection_groups[i])
+    }
+
+    /// The user configuration `group` carries for a published package version.
+    pub fn user_config(&self, version_id: VersionId, group: &str) -> Option<&Configuration> {
+        self.package(version_id)?.user_configs.get(group)
     }
 
     /// The machine a credential hash belongs to.
@@ -327,9 +374,50 @@ impl Catalog {
                     .copied()
                     .filter(assemblable)
                     .collect(),
+                user_configs: union.user_configs.clone(),
             })
         }
     }
+}
+
+/// The user configuration each package carries for a user in `groups` (sorted):
+/// the first group by name entitled to the package with one wins; two or more
+/// different documents among those groups are a conflict.
+fn choose_user_configs(
+    snapshot: &CatalogSnapshot,
+    packages: &HashMap<VersionId, usize>,
+    per_group: &HashMap<&str, Entitlements>,
+    groups: &[String],
+) -> BTreeMap<VersionId, UserConfigChoice> {
+    let mut chosen: BTreeMap<VersionId, (UserConfigChoice, &str)> = BTreeMap::new();
+    for g in groups {
+        let Some(e) = per_group.get(g.as_str()) else {
+            continue;
+        };
+        for v in &e.packages {
+            let Some(config) = packages
+                .get(v)
+                .and_then(|&i| snapshot.packages[i].user_configs.get(g))
+            else {
+                continue;
+            };
+            match chosen.get_mut(v) {
+                None => {
+                    let choice = UserConfigChoice {
+                        group: g.clone(),
+                        conflict: false,
+                    };
+                    chosen.insert(*v, (choice, config.document.as_str()));
+                }
+                Some((choice, document)) => {
+                    if *document != config.document {
+                        choice.conflict = true;
+                    }
+                }
+            }
+        }
+    }
+    chosen.into_iter().map(|(v, (c, _))| (v, c)).collect()
 }
 
 /// The groups `principal` is in, directly or through nested groups, sorted.
@@ -369,6 +457,7 @@ mod tests {
                 content_path: format!("packages/{n}/{n}.appv"),
                 size: 1,
                 sha256: "0".repeat(64),
+                block_map_sha256: None,
                 applications: vec![],
             },
             deployment_config: None,
@@ -379,6 +468,7 @@ mod tests {
                     user_config: None,
                 })
                 .collect(),
+            user_configs: BTreeMap::new(),
         }
     }
 
@@ -508,6 +598,26 @@ mod tests {
         ));
         assert_eq!(c.machine_by_credential("h1"), Some("pc1"));
         assert_eq!(c.machine_by_credential("h2"), None);
+    }
+
+    #[test]
+    fn a_catalog_copy_from_before_revisions_still_parses() {
+        let mut snapshot = sample().snapshot().clone();
+        snapshot.packages[0].deployment_config = Some(Configuration {
+            document: "<DeploymentConfiguration/>".into(),
+            updated_at: Utc::now(),
+            revision: 3,
+        });
+        let mut json = serde_json::to_value(&snapshot).unwrap();
+        let old = json["packages"][0]["deployment_config"]
+            .as_object_mut()
+            .unwrap();
+        assert!(old.remove("revision").is_some());
+        assert!(json["packages"][0].get("user_configs").is_none());
+        let back: Catalog = serde_json::from_value(json).unwrap();
+        let config = back.snapshot().packages[0].deployment_config.as_ref();
+        assert_eq!(config.map(|c| c.revision), Some(0));
+        assert!(back.snapshot().packages[0].user_configs.is_empty());
     }
 
     #[test]

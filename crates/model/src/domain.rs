@@ -38,6 +38,10 @@ pub struct NewPackageVersion {
     pub size: u64,
     /// SHA-256 of the package file, hex: the same VersionId must always be the same file.
     pub sha256: String,
+    /// SHA-256 of the package's uncompressed `AppxBlockMap.xml`, hex; `None` for
+    /// versions imported before schema version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_map_sha256: Option<String>,
     /// Applications from the manifest.
     pub applications: Vec<Application>,
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::*;
-use crate::catalog::CatalogSnapshot;
+use crate::catalog_delta::CatalogUpdate;
 use crate::domain::{
     Administrator, ClientCache, ConnectionGroup, LaunchCount, PackageVersion, PublishingServer,
 };
@@ -251,13 +251,16 @@ impl Endpoint for ListPackages {
 }
 
 /// The publishing catalog, for a registered publishing server (its
-/// credential as the bearer token): the whole catalog if its sequence is past
-/// `since`, after waiting up to `wait_secs` (at most 30) for it to move; no
-/// body (`204`) if it did not. Each answer is a full snapshot: "the changes
-/// since `since`" are sent as the catalog at the newer sequence.
+/// credential as the bearer token), when its sequence is past `since`, after
+/// waiting up to `wait_secs` (at most 30) for it to move; no body (`204`) if
+/// it did not. The answer ([`CatalogUpdate`], JSON shape in
+/// [`catalog_delta`](crate::catalog_delta)) is the changes since `since` when
+/// the server still holds the catalog at `since` (this client always sends
+/// `delta=true`; without it the server sends the whole catalog, which is what a
+/// publishing node of an older Avail reads), else the whole catalog.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncCatalog {
-    /// The sequence the caller holds (0 for none).
+    /// The sequence the caller holds (-1 for none: the whole catalog).
     pub since: i64,
     /// How long the server may wait for a newer sequence, in seconds.
     pub wait_secs: u64,
@@ -266,12 +269,12 @@ pub struct SyncCatalog {
 impl Endpoint for SyncCatalog {
     const METHOD: Method = Method::Get;
     const ROUTE: &'static str = "/api/v1/catalog";
-    type Response = CatalogSnapshot;
+    type Response = CatalogUpdate;
     type Body = ();
 
     fn path(&self) -> String {
         format!(
-            "{}?since={}&wait={}",
+            "{}?since={}&wait={}&delta=true",
             Self::ROUTE,
             self.since,
             self.wait_secs

@@ -4,8 +4,9 @@
 //! method and path of each ([`endpoint`]), the JSON error body every role sends
 //! ([`ErrorBody`]), the domain rules both database backends and the HTTP layer
 //! apply ([`rules`]), and the publishing catalog with its resolution of what a
-//! user or machine receives ([`catalog`]), rendered as MS-VAPR's publishing
-//! document ([`publishing`]). With the `client` feature, the async
+//! user or machine receives ([`catalog`]) and the changes between two catalogs
+//! that a catalog sync sends ([`catalog_delta`]), rendered as MS-VAPR's
+//! publishing document ([`publishing`]). With the `client` feature, the async
 //! [`ManagementClient`](client::ManagementClient) that sends those requests.
 //!
 //! `avail-store`, `avail-server`, the `avail` binary and the coming client
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod catalog_delta;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod domain;

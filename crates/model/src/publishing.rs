@@ -15,16 +15,33 @@
 //!
 //! The document: `<Publishing Protocol="1.0">` (what App-V 5.1 servers send),
 //! `Packages` with one `Package` per received version (a package's published
-//! one), each with its `DeploymentConfiguration` if it has one; `NoGroup`
+//! one), each with its `DeploymentConfiguration` if it has one and, for a user,
+//! its `UserConfiguration` if one of the user's groups entitled to it carries
+//! one (after `DeploymentConfiguration`, as the schema orders them); `NoGroup`
 //! naming the packages outside every received connection group; `Groups` with
 //! each received connection group and its members in precedence order. Empty
 //! lists are left out, as §3.1.5.1.1.2 says.
 //!
+//! `ConfigurationId` (an `unsignedShort` that MUST increase each time the
+//! configuration is updated) is the configuration's revision in the Management
+//! DB mod 65536: each set of a configuration gives it a higher revision in the
+//! same transaction, so the number increases with every update until it wraps
+//! from 65535 to 0 after 65536 updates of one package version's configurations
+//! (revisions of a version's deployment and user configurations share one
+//! counter). A client that compares for inequality fetches again; the exact
+//! `Timestamp` beside it changes too.
+//!
+//! When a user's groups entitled to a package carry two or more different user
+//! configurations, the first group by name wins and `Conflict="true"`
+//! ([`crate::catalog::UserConfigChoice`]); the chosen group is part of the
+//! user's [`Entitlements`], so the document is still one per entitlement set.
+//! A machine (no `Avail-User`) receives no `UserConfiguration`.
+//!
 //! [`answer`] is the same answer for Avail clients as a serde value
 //! ([`PublishingAnswer`]): every content URL of each package (the base URL,
-//! then each mirror) and the catalog's change sequence. The catalog records
-//! the SHA-256 of each whole package file but not of its block map, so the
-//! answer carries no block-map digest.
+//! then each mirror), the SHA-256 of each package's block map
+//! (`AppxBlockMap.xml`; absent for versions imported before schema version 2)
+//! and the catalog's change sequence.
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
@@ -174,6 +191,26 @@ pub fn deployment_config_path(version_id: VersionId) -> String {
     format!("deployment-config/{version_id}.xml")
 }
 
+/// The server-relative path `group`'s user configuration for a version is
+/// served at (the group percent-encoded, so any name is one path segment).
+pub fn user_config_path(version_id: VersionId, group: &str) -> String {
+    let mut path = format!("user-config/{version_id}/");
+    for b in group.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            path.push(char::from(b));
+        } else {
+            let _ = write!(path, "%{b:02X}");
+        }
+    }
+    path.push_str(".xml");
+    path
+}
+
+/// A revision as MS-VAPR's 16-bit `ConfigurationId`: it wraps to 0 after 65535.
+pub fn configuration_id(revision: i64) -> u16 {
+    revision.rem_euclid(65_536) as u16
+}
+
 /// The publishing document for a client that receives `receives`.
 pub fn render(catalog: &Catalog, receives: &Entitlements, content_base_url: &str) -> String {
     let mut xml =
@@ -200,22 +237,40 @@ pub fn render(catalog: &Catalog, receives: &Entitlements, content_base_url: &str
                 v.version_id,
                 escape(&package_url(content_base_url, v.package_id, v.version_id))
             );
-            match &p.deployment_config {
-                None => xml.push_str("/>"),
-                Some(config) => {
-                    // A 16-bit number that moves with each change (minutes since
-                    // the epoch); the Timestamp beside it is exact.
-                    let id = (config.updated_at.timestamp().max(0) / 60) % 65_536;
-                    let _ = write!(
-                        xml,
-                        "><DeploymentConfiguration ConfigurationId=\"{id}\" Path=\"{}\" Timestamp=\"{}\"/></Package>",
-                        deployment_config_path(v.version_id),
-                        config
-                            .updated_at
-                            .to_rfc3339_opts(SecondsFormat::Millis, true)
-                    );
-                }
+            let user_config = receives.user_configs.get(&v.version_id).and_then(|choice| {
+                p.user_configs
+                    .get(&choice.group)
+                    .map(|config| (choice, config))
+            });
+            if p.deployment_config.is_none() && user_config.is_none() {
+                xml.push_str("/>");
+                continue;
             }
+            xml.push('>');
+            if let Some(config) = &p.deployment_config {
+                let _ = write!(
+                    xml,
+                    "<DeploymentConfiguration ConfigurationId=\"{}\" Path=\"{}\" Timestamp=\"{}\"/>",
+                    configuration_id(config.revision),
+                    deployment_config_path(v.version_id),
+                    config
+                        .updated_at
+                        .to_rfc3339_opts(SecondsFormat::Millis, true)
+                );
+            }
+            if let Some((choice, config)) = user_config {
+                let _ = write!(
+                    xml,
+                    "<UserConfiguration ConfigurationId=\"{}\" Conflict=\"{}\" Path=\"{}\" Timestamp=\"{}\"/>",
+                    configuration_id(config.revision),
+                    choice.conflict,
+                    escape(&user_config_path(v.version_id, &choice.group)),
+                    config
+                        .updated_at
+                        .to_rfc3339_opts(SecondsFormat::Millis, true)
+                );
+            }
+            xml.push_str("</Package>");
         }
         xml.push_str("</Packages>");
     }
@@ -292,6 +347,10 @@ pub struct AnswerPackage {
     pub version: String,
     /// Where the file is: the content base URL first, then each mirror.
     pub urls: Vec<String>,
+    /// SHA-256 of the package's uncompressed `AppxBlockMap.xml`, hex; absent
+    /// for versions imported before schema version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_map_sha256: Option<String>,
 }
 
 /// A connection group in a [`PublishingAnswer`].
@@ -332,6 +391,7 @@ pub fn answer(
                     .chain(mirrors.iter().map(String::as_str))
                     .map(|base| package_url(base, v.package_id, v.version_id))
                     .collect(),
+                block_map_sha256: v.block_map_sha256.clone(),
             }
         })
         .collect();
@@ -412,6 +472,7 @@ mod tests {
                 content_path: format!("packages/{}/{}.appv", pid(n), vid(n)),
                 size: 1,
                 sha256: "0".repeat(64),
+                block_map_sha256: None,
                 applications: vec![],
             },
             deployment_config: None,
@@ -419,6 +480,7 @@ mod tests {
                 group: group.into(),
                 user_config: None,
             }],
+            user_configs: Default::default(),
         }
     }
 
@@ -437,6 +499,8 @@ mod tests {
         tools.deployment_config = Some(Configuration {
             document: "<DeploymentConfiguration/>".into(),
             updated_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            // Past 65535: the ConfigurationId wraps.
+            revision: 65_536 + 7,
         });
         Catalog::new(CatalogSnapshot {
             sequence: 42,
@@ -553,6 +617,7 @@ mod tests {
         "Publishing/Packages@",
         "Publishing/Packages/Package@PackageId,PackageUrl,VersionId",
         "Publishing/Packages/Package/DeploymentConfiguration@ConfigurationId,Path,Timestamp",
+        "Publishing/Packages/Package/UserConfiguration@ConfigurationId,Conflict,Path,Timestamp",
         "Publishing/NoGroup@",
         "Publishing/NoGroup/Package@PackageId",
         "Publishing/Groups@",
@@ -616,8 +681,7 @@ mod tests {
         // bob: Tools with its deployment configuration, no connection group.
         assert_eq!(assert_appv_shaped(&bob), ["Packages", "NoGroup"]);
         assert!(bob.contains(&format!(
-            "<DeploymentConfiguration ConfigurationId=\"{}\" Path=\"deployment-config/{}.xml\" Timestamp=\"2026-01-02T03:04:05.000Z\"/>",
-            (Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap().timestamp() / 60) % 65_536,
+            "<DeploymentConfiguration ConfigurationId=\"7\" Path=\"deployment-config/{}.xml\" Timestamp=\"2026-01-02T03:04:05.000Z\"/>",
             vid(3)
         )));
 
@@ -633,6 +697,112 @@ mod tests {
             nobody,
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Publishing Protocol=\"1.0\"></Publishing>\n"
         );
+    }
+
+    fn user_config(document: &str, revision: i64) -> Configuration {
+        Configuration {
+            document: document.into(),
+            updated_at: Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
+            revision,
+        }
+    }
+
+    /// The sample catalog with user configurations: Editor granted to staff
+    /// and to devs, each with its own; Tools (which has a deployment
+    /// configuration) to ops with one, and to "Ops & Lab/2" (bob is in it too)
+    /// with the same document.
+    fn catalog_with_user_configs() -> Catalog {
+        let mut snapshot = catalog().snapshot().clone();
+        let editor = &mut snapshot.packages[0];
+        editor.entitlements.push(Entitlement {
+            group: "devs".into(),
+            user_config: Some("<UserConfiguration/>".into()),
+        });
+        editor.entitlements[0].user_config = Some("<UserConfiguration Staff=\"1\"/>".into());
+        editor
+            .user_configs
+            .insert("devs".into(), user_config("<UserConfiguration/>", 3));
+        editor.user_configs.insert(
+            "staff".into(),
+            user_config("<UserConfiguration Staff=\"1\"/>", 65_535),
+        );
+        let tools = &mut snapshot.packages[2];
+        for group in ["Ops & Lab/2", "ops"] {
+            tools.entitlements.push(Entitlement {
+                group: group.into(),
+                user_config: Some("<UserConfiguration/>".into()),
+            });
+            tools
+                .user_configs
+                .insert(group.into(), user_config("<UserConfiguration/>", 9));
+        }
+        tools.entitlements.remove(0);
+        tools.entitlements.sort_by(|a, b| a.group.cmp(&b.group));
+        snapshot.groups.insert(0, "Ops & Lab/2".into());
+        snapshot
+            .memberships
+            .insert(0, member("Ops & Lab/2", Principal::User("bob".into())));
+        Catalog::new(snapshot)
+    }
+
+    #[test]
+    fn user_configurations_follow_deployment_configurations_and_validate() {
+        let c = catalog_with_user_configs();
+        let alice = render(&c, &c.receives(None, Some("alice")), BASE);
+        let bob = render(&c, &c.receives(None, Some("bob")), BASE);
+        let pc1 = render(&c, &c.receives(Some("pc1"), None), BASE);
+        let both = render(&c, &c.receives(Some("pc1"), Some("bob")), BASE);
+        for doc in [&alice, &bob, &pc1, &both] {
+            assert_valid(doc);
+            assert_appv_shaped(doc);
+        }
+
+        // alice is in devs and staff, which carry different documents for
+        // Editor: devs (first by name) wins, with a conflict.
+        assert!(alice.contains(&format!(
+            "PackageUrl=\"http://content.example:8083/packages/{}/{}.appv\"><UserConfiguration ConfigurationId=\"3\" Conflict=\"true\" Path=\"user-config/{}/devs.xml\" Timestamp=\"2026-03-04T05:06:07.000Z\"/></Package>",
+            pid(1),
+            vid(1),
+            vid(1)
+        )));
+        let choice = &c.receives(None, Some("alice")).user_configs[&vid(1)];
+        assert_eq!((choice.group.as_str(), choice.conflict), ("devs", true));
+
+        // bob: Tools through two groups with the same document: no conflict,
+        // "Ops & Lab/2" wins (percent-encoded in the path, escaped in XML);
+        // the UserConfiguration comes after the DeploymentConfiguration.
+        assert!(bob.contains(&format!(
+            "Timestamp=\"2026-01-02T03:04:05.000Z\"/><UserConfiguration ConfigurationId=\"9\" Conflict=\"false\" Path=\"user-config/{}/Ops%20%26%20Lab%2F2.xml\" Timestamp=\"2026-03-04T05:06:07.000Z\"/></Package>",
+            vid(3)
+        )));
+
+        // A machine receives no UserConfiguration; a user on it does.
+        assert!(!pc1.contains("UserConfiguration"));
+        assert!(both.contains("<UserConfiguration ") && both.contains(&vid(4).to_string()));
+
+        // The choice is part of the entitlement set: without it, the set differs.
+        assert_ne!(
+            *c.receives(None, Some("alice")),
+            Entitlements {
+                user_configs: Default::default(),
+                ..(*c.receives(None, Some("alice"))).clone()
+            }
+        );
+        assert_eq!(configuration_id(65_535), 65_535);
+        assert_eq!(configuration_id(65_536), 0);
+    }
+
+    #[test]
+    fn the_answer_carries_the_block_map_digest() {
+        let mut snapshot = catalog().snapshot().clone();
+        snapshot.packages[0].version.block_map_sha256 = Some("ab".repeat(32));
+        let c = Catalog::new(snapshot);
+        let a = answer(&c, &c.receives(None, Some("alice")), BASE, &[]);
+        let json = serde_json::to_value(&a).unwrap();
+        let packages = json["packages"].as_array().unwrap();
+        assert_eq!(packages[0]["block_map_sha256"], "ab".repeat(32));
+        // Absent (imported before schema version 2): left out.
+        assert!(packages[1].get("block_map_sha256").is_none());
     }
 
     #[test]

@@ -4,14 +4,20 @@
 //! [`SyncCatalog`] endpoint.
 //!
 //! The loop asks the management server that answered last (the first at
-//! start) for a catalog newer than the one held, letting the server wait up to
-//! [`WAIT_SECS`] for a change (long poll); when it cannot be reached, refuses,
-//! or answers with a body that does not parse, the next URL is tried, and after
-//! every URL failed the loop pauses [`BACKOFF`] and starts over; a server that
-//! answers "nothing newer" without waiting is asked at most once per
-//! [`BACKOFF`]. Each answer is a full snapshot (a true delta may come later).
-//! A newer catalog is written to `<data_dir>/publishing-catalog.json` atomically (temporary file, fsync,
-//! rename) and then served; an older or equal one is dropped, so a failed or
+//! start) for a catalog newer than the one held, sending the held sequence
+//! (`since`) and letting the server wait up to [`WAIT_SECS`] for a change
+//! (long poll); when it cannot be reached, refuses, or answers with a body
+//! that does not parse, the next URL is tried, and after every URL failed the
+//! loop pauses [`BACKOFF`] and starts over; a server that answers "nothing
+//! newer" without waiting is asked at most once per [`BACKOFF`]. The answer is
+//! the whole catalog or, when the server still holds the catalog at `since`,
+//! the changes since
+//! ([`CatalogDelta`](avail_model::catalog_delta::CatalogDelta)), which are
+//! applied to the catalog held; changes that do not apply to it (made from
+//! another sequence, or not fitting) are dropped and the whole catalog is
+//! asked for (`since=-1`). A newer catalog, whole or made from changes, is
+//! written to `<data_dir>/publishing-catalog.json` atomically (temporary file,
+//! fsync, rename) and then served; an older or equal one is dropped, so a failed or
 //! partial sync never empties or regresses what is served. At start the node
 //! serves the disk copy until a management server answers.
 
@@ -19,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use avail_model::catalog::{Catalog, CatalogSnapshot};
+use avail_model::catalog_delta::CatalogUpdate;
 use avail_model::client::ManagementClient;
 use avail_model::endpoint::SyncCatalog;
 
@@ -71,8 +78,14 @@ fn write_copy(path: &Path, snapshot: &CatalogSnapshot) -> std::io::Result<()> {
 }
 
 /// Store `snapshot` on disk and serve it, unless it is not newer than the
-/// catalog served. Whether it was taken.
-async fn accept(snapshot: CatalogSnapshot, state: &PublishingState, path: &Path) -> bool {
+/// catalog served; `from` is the sequence of the catalog it was made from by
+/// a delta, if it was. Whether it was taken.
+async fn accept(
+    snapshot: CatalogSnapshot,
+    from: Option<i64>,
+    state: &PublishingState,
+    path: &Path,
+) -> bool {
     if snapshot.sequence <= state.sequence() {
         return false;
     }
@@ -88,7 +101,12 @@ async fn accept(snapshot: CatalogSnapshot, state: &PublishingState, path: &Path)
         Ok(catalog) => {
             let sequence = catalog.sequence();
             state.replace(catalog);
-            tracing::info!(sequence, "publishing catalog synced");
+            match from {
+                Some(from) => {
+                    tracing::info!(sequence, from, "publishing catalog synced from a delta")
+                }
+                None => tracing::info!(sequence, "publishing catalog synced"),
+            }
             true
         }
         Err(e) => {
@@ -110,6 +128,28 @@ pub(crate) fn clients(urls: &[String], credential: &str) -> anyhow::Result<Vec<M
         .collect())
 }
 
+/// Take what a management server answered: a whole catalog as it is, the
+/// changes applied to the catalog served. Whether the whole catalog must be
+/// asked for because the changes do not apply to the catalog served.
+async fn take(update: CatalogUpdate, state: &PublishingState, path: &Path) -> bool {
+    match update {
+        CatalogUpdate::Snapshot(snapshot) => {
+            accept(snapshot, None, state, path).await;
+            false
+        }
+        CatalogUpdate::Delta(delta) => match state.with_snapshot(|held| delta.apply(held)) {
+            Ok(snapshot) => {
+                accept(snapshot, Some(delta.from), state, path).await;
+                false
+            }
+            Err(e) => {
+                tracing::warn!("catalog changes dropped, asking for the whole catalog: {e}");
+                true
+            }
+        },
+    }
+}
+
 /// Follow the management servers `clients` forever (see the module
 /// documentation), keeping `data_dir`'s copy current.
 pub(crate) async fn follow(
@@ -120,13 +160,14 @@ pub(crate) async fn follow(
     let path = data_dir.join(CATALOG_FILE);
     let mut current = 0;
     let mut failing = false;
+    let mut whole = false;
     loop {
         let mut answered = false;
         for step in 0..clients.len() {
             let at = (current + step) % clients.len();
             let client = &clients[at];
             let sync = SyncCatalog {
-                since: state.sequence(),
+                since: if whole { -1 } else { state.sequence() },
                 wait_secs: WAIT_SECS,
             };
             let asked = tokio::time::Instant::now();
@@ -137,9 +178,7 @@ pub(crate) async fn follow(
                     }
                     (current, answered, failing) = (at, true, false);
                     match reply.value {
-                        Some(snapshot) => {
-                            accept(snapshot, &state, &path).await;
-                        }
+                        Some(update) => whole = take(update, &state, &path).await,
                         // Nothing newer without a wait (the server's waiters
                         // are all taken): at most one such ask per BACKOFF.
                         None => tokio::time::sleep_until(asked + BACKOFF).await,
@@ -186,7 +225,7 @@ mod tests {
         let state = PublishingState::new(no_catalog(), content());
         assert!(read_copy(&path).is_none());
 
-        assert!(accept(snapshot(5, &["alice"]), &state, &path).await);
+        assert!(accept(snapshot(5, &["alice"]), None, &state, &path).await);
         assert_eq!(state.sequence(), 5);
         assert_eq!(
             read_copy(&path).unwrap().snapshot(),
@@ -194,16 +233,56 @@ mod tests {
         );
 
         // Older or equal: neither served nor written.
-        assert!(!accept(snapshot(4, &[]), &state, &path).await);
-        assert!(!accept(snapshot(5, &[]), &state, &path).await);
+        assert!(!accept(snapshot(4, &[]), None, &state, &path).await);
+        assert!(!accept(snapshot(5, &[]), None, &state, &path).await);
         assert_eq!(state.sequence(), 5);
         assert_eq!(
             read_copy(&path).unwrap().snapshot(),
             &snapshot(5, &["alice"])
         );
 
-        assert!(accept(snapshot(7, &["bob"]), &state, &path).await);
+        assert!(accept(snapshot(7, &["bob"]), None, &state, &path).await);
         assert_eq!(read_copy(&path).unwrap().snapshot(), &snapshot(7, &["bob"]));
+    }
+
+    #[tokio::test]
+    async fn changes_are_applied_to_the_catalog_held_and_refused_from_another() {
+        use avail_model::catalog_delta::CatalogDelta;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_FILE);
+        let state = PublishingState::new(Catalog::new(snapshot(5, &["alice"])), content());
+        let delta = |from, to, users: &[&str]| {
+            CatalogUpdate::Delta(Box::new(CatalogDelta::between(
+                &snapshot(from, &["alice"]),
+                &snapshot(to, users),
+            )))
+        };
+
+        // Made from the catalog held: applied, stored, served.
+        assert!(!take(delta(5, 6, &["alice", "bob"]), &state, &path).await);
+        assert_eq!(state.sequence(), 6);
+        assert_eq!(
+            read_copy(&path).unwrap().snapshot(),
+            &snapshot(6, &["alice", "bob"])
+        );
+
+        // Made from another sequence: dropped, the whole catalog is asked for.
+        assert!(take(delta(5, 7, &[]), &state, &path).await);
+        assert_eq!(state.sequence(), 6);
+        assert_eq!(
+            read_copy(&path).unwrap().snapshot(),
+            &snapshot(6, &["alice", "bob"])
+        );
+
+        // A whole catalog is taken as it is; never an older one.
+        let whole = |sequence, users| CatalogUpdate::Snapshot(snapshot(sequence, users));
+        assert!(!take(whole(8, &["carol"]), &state, &path).await);
+        assert!(!take(whole(7, &[]), &state, &path).await);
+        assert_eq!(state.sequence(), 8);
+        assert_eq!(
+            read_copy(&path).unwrap().snapshot(),
+            &snapshot(8, &["carol"])
+        );
     }
 
     #[test]

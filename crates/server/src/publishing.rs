@@ -13,8 +13,18 @@
 //! the catalog sequence) with an `ETag`, the SHA-256 of the body; a request
 //! whose `If-None-Match` names it gets `304` with no body.
 //!
+//! The configurations the document points to are served beside it, with the
+//! same credentials and from the same catalog: `GET
+//! /deployment-config/{VersionId}.xml` (a package's deployment configuration)
+//! and `GET /user-config/{VersionId}/{group}.xml` (the group's user
+//! configuration, the group percent-encoded), both `text/xml`. Each is `404`
+//! unless the caller (the machine, with its `Avail-User`) receives that package
+//! and, for a user configuration, unless it is the one chosen for that caller
+//! (the first of the user's entitled groups by name; see
+//! [`avail_model::catalog`]).
+//!
 //! The catalog is rebuilt only when the Management DB's change sequence moves
-//! ([`follow`] polls it every second), or, on a node configured with
+//! ([`follow`] reads its change sequence every 100 ms), or, on a node configured with
 //! management URLs, when a management server sends a newer one
 //! ([`crate::catalog_sync`]); it is never replaced by an older one.
 //! Each catalog carries a cache of rendered documents per entitlement set, so
@@ -25,12 +35,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use avail_model::VersionId;
 use avail_model::catalog::{Catalog, Entitlements};
 use avail_model::publishing::{ClientQuery, answer, render};
-use avail_store::ManagementStore;
+use avail_store::{ManagementStore, StoreError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -136,6 +147,15 @@ impl PublishingState {
         self.published().catalog.sequence()
     }
 
+    /// `f` of the data of the catalog being served (catalog sync applies the
+    /// changes it receives to it).
+    pub(crate) fn with_snapshot<R>(
+        &self,
+        f: impl FnOnce(&avail_model::catalog::CatalogSnapshot) -> R,
+    ) -> R {
+        f(self.published().catalog.snapshot())
+    }
+
     /// Serve `catalog` from now on, unless it is older than the one served.
     pub(crate) fn replace(&self, catalog: Catalog) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
@@ -182,11 +202,17 @@ impl FromRef<PublishingState> for Authenticator {
     }
 }
 
+/// How often a publishing role on a node with the Management DB checks its
+/// change sequence (one single-row read): a change committed on any node over
+/// the same database is served within this plus the time to read and index
+/// the catalog, well inside the one second the issue allows.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
 /// Rebuild the catalog from `store` whenever its change sequence moves,
-/// checking every second; while the database cannot be read the catalog held
-/// is served, and that is logged once per outage.
+/// checking every [`FOLLOW_EVERY`]; while the database cannot be read the
+/// catalog held is served, and that is logged once per outage.
 pub(crate) async fn follow(store: Arc<dyn ManagementStore>, state: PublishingState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -233,7 +259,85 @@ struct GetPackageQuery {
 
 /// The publishing router.
 pub(crate) fn router(state: PublishingState) -> Router {
-    Router::new().route("/", get(get_package)).with_state(state)
+    Router::new()
+        .route("/", get(get_package))
+        .route("/deployment-config/{file}", get(get_deployment_config))
+        .route("/user-config/{version}/{file}", get(get_user_config))
+        .with_state(state)
+}
+
+/// The user a request speaks for (`Avail-User`), if any.
+fn user_of(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(USER_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("the Avail-User header is not text".into()))
+        })
+        .transpose()
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::Store(StoreError::NotFound(what.into()))
+}
+
+/// A configuration document as `text/xml`.
+fn xml_response(document: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/xml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        document.to_owned(),
+    )
+        .into_response()
+}
+
+/// The deployment configuration of a package the caller receives.
+async fn get_deployment_config(
+    machine: Machine,
+    State(state): State<PublishingState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let what = "deployment configuration";
+    let version: VersionId = file
+        .strip_suffix(".xml")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| not_found(what))?;
+    let published = state.published();
+    let receives = published
+        .catalog
+        .receives(Some(&machine.name), user_of(&headers)?);
+    let config = Some(version)
+        .filter(|v| receives.packages.contains(v))
+        .and_then(|v| published.catalog.package(v))
+        .and_then(|p| p.deployment_config.as_ref())
+        .ok_or_else(|| not_found(what))?;
+    Ok(xml_response(&config.document))
+}
+
+/// A group's user configuration, when it is the one chosen for the caller.
+async fn get_user_config(
+    machine: Machine,
+    State(state): State<PublishingState>,
+    Path((version, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let what = "user configuration";
+    let version: VersionId = version.parse().map_err(|_| not_found(what))?;
+    let group = file.strip_suffix(".xml").ok_or_else(|| not_found(what))?;
+    let published = state.published();
+    let receives = published
+        .catalog
+        .receives(Some(&machine.name), user_of(&headers)?);
+    let config = receives
+        .user_configs
+        .get(&version)
+        .filter(|choice| choice.group == group)
+        .and_then(|_| published.catalog.user_config(version, group))
+        .ok_or_else(|| not_found(what))?;
+    Ok(xml_response(&config.document))
 }
 
 /// The publishing document for the machine, and the user it names if any.
@@ -245,13 +349,7 @@ async fn get_package(
 ) -> Result<Response, ApiError> {
     ClientQuery::parse(query.client_version.as_deref(), query.client_os.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let user = headers
-        .get(USER_HEADER)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::BadRequest("the Avail-User header is not text".into()))
-        })
-        .transpose()?;
+    let user = user_of(&headers)?;
     let published = state.published();
     let receives = published.catalog.receives(Some(&machine.name), user);
     if !wants_json(&headers) {
@@ -328,6 +426,7 @@ mod tests {
                 content_path: String::new(),
                 size: 1,
                 sha256: "0".repeat(64),
+                block_map_sha256: None,
                 applications: vec![],
             },
             deployment_config: None,
@@ -335,6 +434,7 @@ mod tests {
                 group: group.into(),
                 user_config: None,
             }],
+            user_configs: Default::default(),
         }
     }
 
@@ -438,6 +538,99 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn configurations_are_served_to_those_who_receive_them() {
+        use avail_model::catalog::Configuration;
+        let config = |document: &str| Configuration {
+            document: document.into(),
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            revision: 1,
+        };
+        // P1 to lab (pc1's group) with a deployment configuration; P2 to staff
+        // (alice's) and to "x y", both with a user configuration, and with a
+        // deployment configuration; P3 to nobody with one.
+        let mut p1 = package(1, "lab");
+        p1.deployment_config = Some(config("<DeploymentConfiguration P=\"1\"/>"));
+        let mut p2 = package(2, "staff");
+        p2.deployment_config = Some(config("<DeploymentConfiguration P=\"2\"/>"));
+        for group in ["staff", "x y"] {
+            let document = format!("<UserConfiguration G=\"{group}\"/>");
+            p2.entitlements.push(Entitlement {
+                group: group.into(),
+                user_config: Some(document.clone()),
+            });
+            p2.user_configs.insert(group.into(), config(&document));
+        }
+        p2.entitlements.remove(0);
+        let mut p3 = package(3, "nobody");
+        p3.deployment_config = Some(config("<DeploymentConfiguration P=\"3\"/>"));
+        let mut snapshot = catalog(9, vec![p1, p2, p3]).snapshot().clone();
+        snapshot.groups.push("x y".into());
+        let router = router(PublishingState::new(
+            Catalog::new(snapshot),
+            ContentUrls {
+                base: "http://content:8083".into(),
+                mirrors: vec![],
+            },
+        ));
+        let bearer = [("authorization", "Bearer secret")];
+        let alice = [bearer[0], ("avail-user", "alice")];
+        let v = |n: u128| VersionId(Uuid::from_u128(0x100 + n));
+        let deployment = |n| format!("/deployment-config/{}.xml", v(n));
+        let staff = format!("/user-config/{}/staff.xml", v(2));
+        let other = format!("/user-config/{}/x%20y.xml", v(2));
+
+        // The machine: its own package's deployment configuration, no other.
+        let (status, headers, body) = get(&router, &deployment(1), &bearer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
+        assert_eq!(body, "<DeploymentConfiguration P=\"1\"/>");
+        for uri in [&deployment(2), &deployment(3), &staff] {
+            assert_eq!(
+                get(&router, uri, &bearer).await.0,
+                StatusCode::NOT_FOUND,
+                "{uri}"
+            );
+        }
+        // With alice: P2's deployment configuration and staff's user
+        // configuration (alice's group), not the other group's.
+        let (status, _, body) = get(&router, &deployment(2), &alice).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "<DeploymentConfiguration P=\"2\"/>")
+        );
+        let (status, headers, body) = get(&router, &staff, &alice).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/xml");
+        assert_eq!(body, "<UserConfiguration G=\"staff\"/>");
+        // The document's path is the one served.
+        let (_, _, document) = get(&router, "/", &alice).await;
+        assert!(
+            document.contains(&format!("Path=\"{}\"", &staff[1..])),
+            "{document}"
+        );
+        for uri in [
+            other.clone(),
+            deployment(3),
+            format!("/user-config/{}/staff.xml", v(1)),
+            format!("/deployment-config/{}", v(2)),
+            "/deployment-config/nonsense.xml".into(),
+            "/user-config/nonsense/staff.xml".to_string(),
+        ] {
+            assert_eq!(
+                get(&router, &uri, &alice).await.0,
+                StatusCode::NOT_FOUND,
+                "{uri}"
+            );
+        }
+        // No credential or a wrong one: 401, whatever the path.
+        let wrong = [("authorization", "Bearer nope"), ("avail-user", "alice")];
+        for uri in [&deployment(1), &staff] {
+            assert_eq!(get(&router, uri, &[]).await.0, StatusCode::UNAUTHORIZED);
+            assert_eq!(get(&router, uri, &wrong).await.0, StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    #[tokio::test]
     async fn avail_clients_get_json_with_an_etag() {
         let mut snapshot = catalog(7, vec![package(1, "lab"), package(2, "staff")])
             .snapshot()
@@ -457,6 +650,7 @@ mod tests {
             updated_at: chrono::DateTime::UNIX_EPOCH,
         };
         snapshot.connection_groups.push(group.clone());
+        snapshot.packages[0].version.block_map_sha256 = Some("ab".repeat(32));
         let state = PublishingState::new(
             Catalog::new(snapshot),
             ContentUrls {
@@ -476,6 +670,7 @@ mod tests {
         let etag = headers[header::ETAG].to_str().unwrap().to_owned();
         let digest = hex::encode(Sha256::digest(body.as_bytes()));
         assert_eq!(etag, format!("\"{digest}\""));
+        assert!(body.contains(&format!("\"block_map_sha256\":\"{}\"", "ab".repeat(32))));
         let answer: PublishingAnswer = serde_json::from_str(&body).unwrap();
         let path = "packages/00000000-0000-0000-0000-000000000001/\
                     00000000-0000-0000-0000-000000000101.appv";
@@ -493,6 +688,7 @@ mod tests {
                         format!("https://m1/{path}"),
                         format!("https://m2/avail/{path}"),
                     ],
+                    block_map_sha256: Some("ab".repeat(32)),
                 }],
                 connection_groups: vec![AnswerConnectionGroup {
                     id: group.id,

@@ -276,7 +276,7 @@ impl PgManagement {
     }
 }
 
-const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at";
+const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256";
 
 async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<PackageVersion, E> {
     let version_id: Uuid = row.get(0);
@@ -302,6 +302,7 @@ async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<
             content_path: row.get(4),
             size: row.get::<_, i64>(5) as u64,
             sha256: row.get(6),
+            block_map_sha256: row.get(10),
             applications,
         },
         published: row.get(7),
@@ -425,9 +426,9 @@ async fn insert_version(
     )
     .await?;
     tx.execute(
-        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8)",
-        &[&v.version_id.0, &v.package_id.0, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now],
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, $9)",
+        &[&v.version_id.0, &v.package_id.0, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now, &v.block_map_sha256],
     )
     .await?;
     for (i, app) in v.applications.iter().enumerate() {
@@ -443,28 +444,53 @@ async fn insert_version(
     })
 }
 
-/// Copy entitlements and/or the deployment configuration from one version to another.
+/// Count one more set of a version's configurations: its new revision, which
+/// the configuration set in the same transaction is stamped with.
+async fn next_config_revision(
+    tx: &impl GenericClient,
+    version_id: VersionId,
+) -> std::result::Result<i64, E> {
+    Ok(tx
+        .query_one(
+            "UPDATE package_versions SET config_revision = config_revision + 1 WHERE version_id = $1
+             RETURNING config_revision",
+            &[&version_id.0],
+        )
+        .await?
+        .get(0))
+}
+
+/// Copy entitlements and/or the deployment configuration from one version to
+/// another; what is copied is a set of the target's configurations (one new revision).
 async fn copy_transfer(
     tx: &impl GenericClient,
     from: VersionId,
     to: VersionId,
     what: Transfer,
 ) -> std::result::Result<(), E> {
+    let revision = if what.entitlements || what.deployment_config {
+        next_config_revision(tx, to).await?
+    } else {
+        0
+    };
     if what.entitlements {
         tx.execute(
-            "INSERT INTO entitlements (version_id, group_name, user_config)
-             SELECT $2, group_name, user_config FROM entitlements WHERE version_id = $1
-             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-            &[&from.0, &to.0],
+            "INSERT INTO entitlements (version_id, group_name, user_config, user_config_revision, user_config_updated_at)
+             SELECT $2, group_name, user_config, $3, now() FROM entitlements WHERE version_id = $1
+             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config,
+                 user_config_revision = excluded.user_config_revision,
+                 user_config_updated_at = excluded.user_config_updated_at",
+            &[&from.0, &to.0, &revision],
         )
         .await?;
     }
     if what.deployment_config {
         tx.execute(
-            "INSERT INTO deployment_configs (version_id, config, updated_at)
-             SELECT $2, config, now() FROM deployment_configs WHERE version_id = $1
-             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-            &[&from.0, &to.0],
+            "INSERT INTO deployment_configs (version_id, config, updated_at, revision)
+             SELECT $2, config, now(), $3 FROM deployment_configs WHERE version_id = $1
+             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at,
+                 revision = excluded.revision",
+            &[&from.0, &to.0, &revision],
         )
         .await?;
     }
@@ -764,12 +790,14 @@ impl ManagementStore for PgManagement {
             let tx = c.transaction().await?;
             bump(&tx).await?;
             get_version(&tx, version_id).await?;
+            let revision = next_config_revision(&tx, version_id).await?;
             match &config {
                 Some(config) => {
                     tx.execute(
-                        "INSERT INTO deployment_configs (version_id, config, updated_at) VALUES ($1, $2, now())
-                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                        &[&version_id.0, config],
+                        "INSERT INTO deployment_configs (version_id, config, updated_at, revision) VALUES ($1, $2, now(), $3)
+                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at,
+                             revision = excluded.revision",
+                        &[&version_id.0, config, &revision],
                     )
                     .await?
                 }
@@ -803,10 +831,14 @@ impl ManagementStore for PgManagement {
             bump(&tx).await?;
             get_version(&tx, version_id).await?;
             require_group(&tx, group).await?;
+            let revision = next_config_revision(&tx, version_id).await?;
             tx.execute(
-                "INSERT INTO entitlements (version_id, group_name, user_config) VALUES ($1, $2, $3)
-                 ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-                &[&version_id.0, &group, &user_config],
+                "INSERT INTO entitlements (version_id, group_name, user_config, user_config_revision, user_config_updated_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config,
+                     user_config_revision = excluded.user_config_revision,
+                     user_config_updated_at = excluded.user_config_updated_at",
+                &[&version_id.0, &group, &user_config, &revision],
             )
             .await?;
             tx.commit().await?;
@@ -1317,30 +1349,47 @@ impl ManagementStore for PgManagement {
                 let version = read_version(&tx, &row).await?.package;
                 let deployment_config = tx
                     .query_opt(
-                        "SELECT config, updated_at FROM deployment_configs WHERE version_id = $1",
+                        "SELECT config, updated_at, revision FROM deployment_configs WHERE version_id = $1",
                         &[&version.version_id.0],
                     )
                     .await?
                     .map(|r| catalog::Configuration {
                         document: r.get(0),
                         updated_at: r.get(1),
+                        revision: r.get(2),
                     });
+                let mut user_configs = std::collections::BTreeMap::new();
                 let entitlements = tx
                     .query(
-                        "SELECT group_name, user_config FROM entitlements WHERE version_id = $1 ORDER BY group_name",
+                        "SELECT group_name, user_config, user_config_updated_at, user_config_revision
+                         FROM entitlements WHERE version_id = $1 ORDER BY group_name",
                         &[&version.version_id.0],
                     )
                     .await?
                     .iter()
-                    .map(|r| Entitlement {
-                        group: r.get(0),
-                        user_config: r.get(1),
+                    .map(|r| {
+                        let e = Entitlement {
+                            group: r.get(0),
+                            user_config: r.get(1),
+                        };
+                        if let (Some(document), Some(updated_at)) = (e.user_config.clone(), r.get(2)) {
+                            user_configs.insert(
+                                e.group.clone(),
+                                catalog::Configuration {
+                                    document,
+                                    updated_at,
+                                    revision: r.get(3),
+                                },
+                            );
+                        }
+                        e
                     })
                     .collect();
                 packages.push(catalog::PublishedPackage {
                     version,
                     deployment_config,
                     entitlements,
+                    user_configs,
                 });
             }
             let mut connection_groups = Vec::new();
@@ -1603,7 +1652,12 @@ impl PgReporting {
 #[async_trait]
 impl ReportingStore for PgReporting {
     /// One statement per table per batch (arrays unnested server-side), so a
-    /// batch of a thousand reports costs a handful of round trips.
+    /// batch of a thousand reports costs a handful of round trips. The
+    /// inserts are prepared once per connection (`prepare_cached`): the
+    /// reporting role commits many small batches, each of which would
+    /// otherwise parse and plan every statement again. The two lookups by
+    /// `host_name = ANY($1)` are not: a cached (generic) plan of theirs,
+    /// made while the table was small, seq-scans it for ever after.
     async fn ingest(&self, reports: &[ClientReport]) -> Result<IngestResult> {
         if reports.is_empty() {
             return Ok(IngestResult::default());
@@ -1614,11 +1668,14 @@ impl ReportingStore for PgReporting {
             let received: Vec<DateTime<Utc>> = reports.iter().map(|r| r.received_at).collect();
             let hosts: Vec<&str> = reports.iter().map(|r| r.source_host.as_str()).collect();
             let bodies: Vec<&str> = reports.iter().map(|r| r.body.as_str()).collect();
-            let stored: std::collections::HashSet<Uuid> = tx
+            let mut stored: std::collections::HashSet<Uuid> = tx
                 .query(
-                    "INSERT INTO raw_reports (report_id, received_at, source_host, body)
+                    &tx.prepare_cached(
+                        "INSERT INTO raw_reports (report_id, received_at, source_host, body)
                      SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[])
                      ON CONFLICT DO NOTHING RETURNING report_id",
+                    )
+                    .await?,
                     &[&ids, &received, &hosts, &bodies],
                 )
                 .await?
@@ -1626,7 +1683,8 @@ impl ReportingStore for PgReporting {
                 .map(|r| r.get(0))
                 .collect();
             let fresh: Vec<&ClientReport> =
-                reports.iter().filter(|r| stored.contains(&r.id)).collect();
+                // `remove`: a report repeated within the batch is fresh once.
+                reports.iter().filter(|r| stored.remove(&r.id)).collect();
 
             // The newest report of each client decides its ClientInformation and package list.
             // Ordered maps: every batch locks clients' rows in host-name order, so
@@ -1640,12 +1698,12 @@ impl ReportingStore for PgReporting {
                 let sp: Vec<i32> = rs.iter().map(|r| r.client.os_service_pack).collect();
                 let at: Vec<DateTime<Utc>> = rs.iter().map(|r| r.received_at).collect();
                 tx.execute(
-                    "INSERT INTO client_information (host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at)
+                    &tx.prepare_cached("INSERT INTO client_information (host_name, client_version, processor_arch, os_version, os_service_pack, os_type, last_report_at)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::timestamptz[])
                      ON CONFLICT (host_name) DO UPDATE SET client_version = excluded.client_version, processor_arch = excluded.processor_arch,
                        os_version = excluded.os_version, os_service_pack = excluded.os_service_pack, os_type = excluded.os_type,
                        last_report_at = excluded.last_report_at
-                     WHERE excluded.last_report_at >= client_information.last_report_at",
+                     WHERE excluded.last_report_at >= client_information.last_report_at").await?,
                     &[
                         &col(|c| &c.host_name),
                         &col(|c| &c.client_version),
@@ -1710,8 +1768,8 @@ impl ReportingStore for PgReporting {
                     }
                 }
                 tx.execute(
-                    "INSERT INTO package_information (host_name, package_id, version_id, name, version, source, percent_cached, reported_at)
-                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[])",
+                    &tx.prepare_cached("INSERT INTO package_information (host_name, package_id, version_id, name, version, source, percent_cached, reported_at)
+                     SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::timestamptz[])").await?,
                     &[&h, &pid, &vid, &name, &ver, &src, &pct, &at],
                 )
                 .await?;
@@ -1731,8 +1789,8 @@ impl ReportingStore for PgReporting {
                 use tokio_postgres::types::{ToSql, Type};
                 let sink = tx
                     .copy_in(
-                        "COPY application_usage (report_id, record, host_name, application, application_version, server, user_name,
-                           package_version_id, connection_group_version_id, launched_at, launch_status, shutdown_at) FROM STDIN BINARY",
+                        &tx.prepare_cached("COPY application_usage (report_id, record, host_name, application, application_version, server, user_name,
+                           package_version_id, connection_group_version_id, launched_at, launch_status, shutdown_at) FROM STDIN BINARY").await?,
                     )
                     .await?;
                 let types = [

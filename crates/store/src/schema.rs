@@ -44,10 +44,14 @@ macro_rules! scripts {
     };
 }
 
-const PG_MANAGEMENT: &[Script] = scripts!("postgres/management": 1 "001_initial");
-const PG_REPORTING: &[Script] = scripts!("postgres/reporting": 1 "001_initial");
-const SQLITE_MANAGEMENT: &[Script] = scripts!("sqlite/management": 1 "001_initial");
-const SQLITE_REPORTING: &[Script] = scripts!("sqlite/reporting": 1 "001_initial");
+const PG_MANAGEMENT: &[Script] =
+    scripts!("postgres/management": 1 "001_initial", 2 "002_configuration_revisions");
+const PG_REPORTING: &[Script] =
+    scripts!("postgres/reporting": 1 "001_initial", 2 "002_usage_without_key");
+const SQLITE_MANAGEMENT: &[Script] =
+    scripts!("sqlite/management": 1 "001_initial", 2 "002_configuration_revisions");
+const SQLITE_REPORTING: &[Script] =
+    scripts!("sqlite/reporting": 1 "001_initial", 2 "002_usage_without_key");
 
 pub(crate) fn postgres(kind: DatabaseKind) -> &'static [Script] {
     match kind {

@@ -218,7 +218,7 @@ impl SqliteManagement {
     }
 }
 
-const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at";
+const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256";
 
 fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVersion> {
     let version_id: VersionId = uuid(row.get(0)?)?;
@@ -243,6 +243,7 @@ fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVer
             content_path: row.get(4)?,
             size: row.get::<_, i64>(5)? as u64,
             sha256: row.get(6)?,
+            block_map_sha256: row.get(10)?,
             applications,
         },
         published: row.get(7)?,
@@ -359,8 +360,8 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
         params![v.package_id.to_string(), now],
     )?;
     tx.execute(
-        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8)",
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9)",
         params![
             v.version_id.to_string(),
             v.package_id.to_string(),
@@ -369,7 +370,8 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
             v.content_path,
             v.size as i64,
             v.sha256,
-            now
+            now,
+            v.block_map_sha256
         ],
     )?;
     for (i, app) in v.applications.iter().enumerate() {
@@ -385,27 +387,47 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
     })
 }
 
-/// Copy entitlements and/or the deployment configuration from one version to another.
+/// Count one more set of a version's configurations: its new revision, which
+/// the configuration set in the same transaction is stamped with.
+fn next_config_revision(tx: &Transaction<'_>, version_id: VersionId) -> Result<i64> {
+    Ok(tx.query_row(
+        "UPDATE package_versions SET config_revision = config_revision + 1 WHERE version_id = ?1
+         RETURNING config_revision",
+        [version_id.to_string()],
+        |r| r.get(0),
+    )?)
+}
+
+/// Copy entitlements and/or the deployment configuration from one version to
+/// another; what is copied is a set of the target's configurations (one new revision).
 fn copy_transfer(
     tx: &Transaction<'_>,
     from: VersionId,
     to: VersionId,
     what: Transfer,
 ) -> Result<()> {
+    let revision = if what.entitlements || what.deployment_config {
+        next_config_revision(tx, to)?
+    } else {
+        0
+    };
     if what.entitlements {
         tx.execute(
-            "INSERT INTO entitlements (version_id, group_name, user_config)
-             SELECT ?2, group_name, user_config FROM entitlements WHERE version_id = ?1
-             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-            params![from.to_string(), to.to_string()],
+            "INSERT INTO entitlements (version_id, group_name, user_config, user_config_revision, user_config_updated_at)
+             SELECT ?2, group_name, user_config, ?3, ?4 FROM entitlements WHERE version_id = ?1
+             ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config,
+                 user_config_revision = excluded.user_config_revision,
+                 user_config_updated_at = excluded.user_config_updated_at",
+            params![from.to_string(), to.to_string(), revision, Utc::now()],
         )?;
     }
     if what.deployment_config {
         tx.execute(
-            "INSERT INTO deployment_configs (version_id, config, updated_at)
-             SELECT ?2, config, ?3 FROM deployment_configs WHERE version_id = ?1
-             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-            params![from.to_string(), to.to_string(), Utc::now()],
+            "INSERT INTO deployment_configs (version_id, config, updated_at, revision)
+             SELECT ?2, config, ?3, ?4 FROM deployment_configs WHERE version_id = ?1
+             ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at,
+                 revision = excluded.revision",
+            params![from.to_string(), to.to_string(), Utc::now(), revision],
         )?;
     }
     if what.publish {
@@ -645,11 +667,13 @@ impl ManagementStore for SqliteManagement {
         self.db
             .write(move |tx| {
                 get_version(tx, version_id)?;
+                let revision = next_config_revision(tx, version_id)?;
                 match config {
                     Some(config) => tx.execute(
-                        "INSERT INTO deployment_configs (version_id, config, updated_at) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                        params![version_id.to_string(), config, Utc::now()],
+                        "INSERT INTO deployment_configs (version_id, config, updated_at, revision) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (version_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at,
+                             revision = excluded.revision",
+                        params![version_id.to_string(), config, Utc::now(), revision],
                     )?,
                     None => tx.execute("DELETE FROM deployment_configs WHERE version_id = ?1", [version_id.to_string()])?,
                 };
@@ -683,10 +707,14 @@ impl ManagementStore for SqliteManagement {
             .write(move |tx| {
                 get_version(tx, version_id)?;
                 require_group(tx, &group)?;
+                let revision = next_config_revision(tx, version_id)?;
                 tx.execute(
-                    "INSERT INTO entitlements (version_id, group_name, user_config) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config",
-                    params![version_id.to_string(), group, user_config],
+                    "INSERT INTO entitlements (version_id, group_name, user_config, user_config_revision, user_config_updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (version_id, group_name) DO UPDATE SET user_config = excluded.user_config,
+                         user_config_revision = excluded.user_config_revision,
+                         user_config_updated_at = excluded.user_config_updated_at",
+                    params![version_id.to_string(), group, user_config, revision, Utc::now()],
                 )?;
                 bump(tx)
             })
@@ -1112,10 +1140,11 @@ impl ManagementStore for SqliteManagement {
                     ))?;
                     let mut rows = stmt.query([])?;
                     let mut config = c.prepare_cached(
-                        "SELECT config, updated_at FROM deployment_configs WHERE version_id = ?1",
+                        "SELECT config, updated_at, revision FROM deployment_configs WHERE version_id = ?1",
                     )?;
                     let mut entitled = c.prepare_cached(
-                        "SELECT group_name, user_config FROM entitlements WHERE version_id = ?1 ORDER BY group_name",
+                        "SELECT group_name, user_config, user_config_updated_at, user_config_revision
+                         FROM entitlements WHERE version_id = ?1 ORDER BY group_name",
                     )?;
                     while let Some(row) = rows.next()? {
                         let version = read_version(&c, row)?.package;
@@ -1125,21 +1154,42 @@ impl ManagementStore for SqliteManagement {
                                 Ok(catalog::Configuration {
                                     document: r.get(0)?,
                                     updated_at: r.get(1)?,
+                                    revision: r.get(2)?,
                                 })
                             })
                             .optional()?;
+                        let mut user_configs = std::collections::BTreeMap::new();
                         let entitlements = entitled
                             .query_map([&id], |r| {
-                                Ok(Entitlement {
+                                let e = Entitlement {
                                     group: r.get(0)?,
                                     user_config: r.get(1)?,
-                                })
+                                };
+                                let updated_at: Option<DateTime<Utc>> = r.get(2)?;
+                                Ok((e, updated_at, r.get::<_, i64>(3)?))
                             })?
+                            .map(|row| {
+                                let (e, updated_at, revision) = row?;
+                                if let (Some(document), Some(updated_at)) =
+                                    (e.user_config.clone(), updated_at)
+                                {
+                                    user_configs.insert(
+                                        e.group.clone(),
+                                        catalog::Configuration {
+                                            document,
+                                            updated_at,
+                                            revision,
+                                        },
+                                    );
+                                }
+                                Ok(e)
+                            })
                             .collect::<rusqlite::Result<Vec<_>>>()?;
                         packages.push(catalog::PublishedPackage {
                             version,
                             deployment_config,
                             entitlements,
+                            user_configs,
                         });
                     }
                 }

@@ -25,6 +25,7 @@ fn version(package_id: PackageId, n: u128, name: &str) -> NewPackageVersion {
         content_path: format!("packages/{package_id}/{n}.appv"),
         size: 1000 + n as u64,
         sha256: format!("{n:064x}"),
+        block_map_sha256: Some(format!("{:064x}", 0xb10c_0000 + n)),
         applications: vec![
             Application {
                 id: "main".into(),
@@ -1190,6 +1191,28 @@ async fn an_older_report_arriving_later_changes_nothing(db: Arc<dyn ReportingSto
 }
 
 /// Two reports of one client, a day apart, that differ in client version and package list.
+/// The same report twice in one batch (the reporting role keeps this from
+/// happening, but the store does not count on it): stored once, counted once
+/// as a duplicate, its launches once.
+async fn a_report_repeated_within_a_batch_is_stored_once(db: Arc<dyn ReportingStore>) {
+    let r = report(9, "pc9", 1, &[("Notepad", "alice"), ("Paint", "bob")], &[]);
+    assert_eq!(
+        db.ingest(&[r.clone(), r]).await.unwrap(),
+        IngestResult {
+            stored: 1,
+            duplicates: 1
+        }
+    );
+    let launches: i64 = db
+        .launches(LaunchGrouping::User)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.launches)
+        .sum();
+    assert_eq!(launches, 2);
+}
+
 fn newer_and_older(host: &str) -> (ClientReport, ClientReport) {
     let mut newer = report(31, host, 6, &[("App", "u")], &[(1, 80)]);
     newer.client.client_version = "5.1.200.0".into();
@@ -1456,11 +1479,13 @@ conformance! {
         every_connection_group_change_is_a_new_version,
         a_group_in_use_is_deleted_only_by_force,
         catalog_snapshot_is_whole,
+        configuration_revisions_grow_with_each_set,
     ],
     reporting: [
         reporting,
         the_newest_report_wins_within_a_batch,
         an_older_report_arriving_later_changes_nothing,
+        a_report_repeated_within_a_batch_is_stored_once,
     ],
 }
 
@@ -1482,8 +1507,225 @@ async fn sqlite_reopening_finds_the_data_and_the_schema() {
             .await
             .unwrap()
             .installed,
-        1
+        2
     );
+}
+
+/// Every set of a deployment or user configuration gives it a higher revision,
+/// also when it was cleared or revoked before, and the block map's digest
+/// round-trips (`None` for a version without one).
+async fn configuration_revisions_grow_with_each_set(db: Arc<dyn ManagementStore>) {
+    let pkg = PackageId(Uuid::from_u128(0xC0));
+    let v1 = version(pkg, 1, "Editor");
+    let mut v2 = version(pkg, 2, "Editor");
+    v2.block_map_sha256 = None;
+    for v in [&v1, &v2] {
+        db.add_package_version(v.clone()).await.unwrap();
+    }
+    assert_eq!(
+        db.package_version(v1.version_id)
+            .await
+            .unwrap()
+            .package
+            .block_map_sha256,
+        v1.block_map_sha256
+    );
+    assert_eq!(
+        db.package_version(v2.version_id)
+            .await
+            .unwrap()
+            .package
+            .block_map_sha256,
+        None
+    );
+    for g in ["devs", "staff"] {
+        db.create_group(g).await.unwrap();
+    }
+    db.set_published(v1.version_id, true).await.unwrap();
+    let snapshot = || async { db.catalog_snapshot().await.unwrap().packages.remove(0) };
+    let deployment = |p: &catalog::PublishedPackage| p.deployment_config.as_ref().unwrap().revision;
+    let user = |p: &catalog::PublishedPackage, g: &str| p.user_configs[g].revision;
+
+    db.set_deployment_config(
+        v1.version_id,
+        Some("<DeploymentConfiguration A=\"1\"/>".into()),
+    )
+    .await
+    .unwrap();
+    let first = snapshot().await;
+    assert_eq!(first.version.block_map_sha256, v1.block_map_sha256);
+    assert!(first.user_configs.is_empty());
+    db.set_deployment_config(
+        v1.version_id,
+        Some("<DeploymentConfiguration A=\"2\"/>".into()),
+    )
+    .await
+    .unwrap();
+    let second = snapshot().await;
+    assert!(deployment(&second) > deployment(&first));
+    assert!(
+        second.deployment_config.as_ref().unwrap().updated_at
+            >= first.deployment_config.as_ref().unwrap().updated_at
+    );
+    // Cleared and set again: still higher.
+    db.set_deployment_config(v1.version_id, None).await.unwrap();
+    assert!(snapshot().await.deployment_config.is_none());
+    db.set_deployment_config(v1.version_id, Some("<DeploymentConfiguration/>".into()))
+        .await
+        .unwrap();
+    let third = snapshot().await;
+    assert!(deployment(&third) > deployment(&second));
+
+    // User configurations: per entitlement, each grant a new revision.
+    db.grant(
+        v1.version_id,
+        "staff",
+        Some("<UserConfiguration A=\"1\"/>".into()),
+    )
+    .await
+    .unwrap();
+    db.grant(v1.version_id, "devs", None).await.unwrap();
+    let granted = snapshot().await;
+    assert_eq!(granted.user_configs.keys().collect::<Vec<_>>(), ["staff"]);
+    assert_eq!(
+        granted.user_configs["staff"].document,
+        "<UserConfiguration A=\"1\"/>"
+    );
+    assert!(user(&granted, "staff") > deployment(&third));
+    assert_eq!(
+        deployment(&granted),
+        deployment(&third),
+        "a user configuration leaves the deployment one alone"
+    );
+    db.grant(
+        v1.version_id,
+        "staff",
+        Some("<UserConfiguration A=\"2\"/>".into()),
+    )
+    .await
+    .unwrap();
+    let replaced = snapshot().await;
+    assert!(user(&replaced, "staff") > user(&granted, "staff"));
+    db.revoke(v1.version_id, "staff").await.unwrap();
+    db.grant(
+        v1.version_id,
+        "staff",
+        Some("<UserConfiguration A=\"3\"/>".into()),
+    )
+    .await
+    .unwrap();
+    db.grant(v1.version_id, "devs", Some("<UserConfiguration/>".into()))
+        .await
+        .unwrap();
+    let regranted = snapshot().await;
+    assert!(user(&regranted, "staff") > user(&replaced, "staff"));
+    assert!(user(&regranted, "devs") > user(&regranted, "staff"));
+
+    // An upgrade that transfers configurations sets them on the new version.
+    let v3 = version(pkg, 3, "Editor");
+    db.add_package_version(v3.clone()).await.unwrap();
+    db.transfer(
+        v1.version_id,
+        v3.version_id,
+        Transfer {
+            entitlements: true,
+            deployment_config: true,
+            publish: true,
+        },
+    )
+    .await
+    .unwrap();
+    let moved = snapshot().await;
+    assert_eq!(moved.version.version_id, v3.version_id);
+    assert_eq!(moved.user_configs.len(), 2);
+    assert!(deployment(&moved) >= 1 && user(&moved, "staff") >= 1);
+    db.set_deployment_config(
+        v3.version_id,
+        Some("<DeploymentConfiguration B=\"1\"/>".into()),
+    )
+    .await
+    .unwrap();
+    assert!(deployment(&snapshot().await) > deployment(&moved));
+}
+
+/// A version 1 database: the 001 script and data written as version 1 wrote it.
+const V1_SQLITE: &str = include_str!("../../../sql/sqlite/management/001_initial.sql");
+const V1_POSTGRES: &str = include_str!("../../../sql/postgres/management/001_initial.sql");
+
+/// Version 1 rows: a published version with a deployment configuration set at
+/// 2026-01-02 03:04:05 UTC and a group's user configuration.
+fn v1_rows(timestamp: &str, published: &str) -> String {
+    format!(
+        "INSERT INTO packages (package_id) VALUES ('{pkg}');
+         INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at)
+           VALUES ('{ver}', '{pkg}', 'Old', '1.0.0.0', 'packages/old.appv', 1, '{sha}', {published}, '{timestamp}', '{timestamp}');
+         INSERT INTO deployment_configs (version_id, config, updated_at) VALUES ('{ver}', '<DeploymentConfiguration/>', '{timestamp}');
+         INSERT INTO groups (name, created_at) VALUES ('staff', '{timestamp}');
+         INSERT INTO entitlements (version_id, group_name, user_config) VALUES ('{ver}', 'staff', '<UserConfiguration/>');",
+        pkg = Uuid::from_u128(0x01d),
+        ver = Uuid::from_u128(0x01d1),
+        sha = "0".repeat(64),
+    )
+}
+
+/// After `avail db install` a version 1 database is version 2: no block-map
+/// digest for the old version, the deployment configuration's revision starts
+/// at the ConfigurationId version 1 published (minutes since the epoch mod
+/// 65536), the user configuration has a revision and a timestamp, and the next
+/// set increases the revision.
+async fn assert_upgraded(url: &str) {
+    let status = avail_store::status(url, DatabaseKind::Management)
+        .await
+        .unwrap();
+    assert_eq!((status.installed, status.known), (1, 2));
+    if !url.starts_with("sqlite:") {
+        // PostgreSQL is refused until upgraded (SQLite upgrades itself on open).
+        match avail_store::open_management(url).await {
+            Err(StoreError::Schema(msg)) => assert!(msg.contains("avail db install"), "{msg}"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+    let status = avail_store::install(url, DatabaseKind::Management)
+        .await
+        .unwrap();
+    assert!(status.is_current() && status.installed == 2);
+    let db = avail_store::open_management(url).await.unwrap();
+    let old = VersionId(Uuid::from_u128(0x01d1));
+    let p = db.catalog_snapshot().await.unwrap().packages.remove(0);
+    assert_eq!(p.version.block_map_sha256, None);
+    let set_at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    let config = p.deployment_config.unwrap();
+    assert_eq!(config.revision, (set_at.timestamp() / 60) % 65_536);
+    assert!(p.user_configs["staff"].revision > 0);
+    db.set_deployment_config(old, Some("<DeploymentConfiguration A=\"1\"/>".into()))
+        .await
+        .unwrap();
+    let p = db.catalog_snapshot().await.unwrap().packages.remove(0);
+    assert!(p.deployment_config.unwrap().revision > config.revision);
+}
+
+#[tokio::test]
+async fn sqlite_a_version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(V1_SQLITE).unwrap();
+    // As rusqlite writes a chrono timestamp.
+    conn.execute_batch(&v1_rows("2026-01-02 03:04:05.123456789+00:00", "1"))
+        .unwrap();
+    drop(conn);
+    assert_upgraded(&format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_a_version_1_database_is_upgraded() {
+    let pg = shared_postgres();
+    let m = unique_name();
+    pg.create_database(&m).unwrap();
+    pg.psql(&m, V1_POSTGRES).unwrap();
+    pg.psql(&m, &v1_rows("2026-01-02 03:04:05.123456+00", "true"))
+        .unwrap();
+    assert_upgraded(&pg.url(&m)).await;
 }
 
 #[tokio::test]
@@ -1636,4 +1878,65 @@ async fn concurrent_ingest_on_postgres_does_not_deadlock() {
         .sum();
     assert_eq!(launches, 4 * 10 * hosts.len() as i64);
     assert_eq!(db.client_caches().await.unwrap().len(), hosts.len());
+}
+
+/// A version 1 Reporting DB: the 001 script and one launch as version 1 stored it.
+const V1_REPORTING_SQLITE: &str = include_str!("../../../sql/sqlite/reporting/001_initial.sql");
+const V1_REPORTING_POSTGRES: &str = include_str!("../../../sql/postgres/reporting/001_initial.sql");
+
+fn v1_launch(launched_at: &str) -> String {
+    format!(
+        "INSERT INTO application_usage (report_id, record, host_name, application, application_version,
+           server, user_name, package_version_id, launched_at, launch_status)
+         VALUES ('{id}', 0, 'pc-old', 'Old', '1.0.0.0', 'srv', 'carol', '{ver}', '{launched_at}', '0-0');",
+        id = Uuid::from_u128(0x01d),
+        ver = Uuid::from_u128(0x01d1),
+    )
+}
+
+/// After `avail db install` a version 1 Reporting DB is version 2 (its
+/// launches kept, no key on them) and takes reports as before.
+async fn assert_reporting_upgraded(url: &str) {
+    let status = avail_store::install(url, DatabaseKind::Reporting)
+        .await
+        .unwrap();
+    assert!(status.is_current() && status.installed == 2, "{status:?}");
+    let db = avail_store::open_reporting(url).await.unwrap();
+    let batch = [report(7, "pc1", 1, &[("Notepad", "alice")], &[])];
+    assert_eq!(db.ingest(&batch).await.unwrap().stored, 1);
+    assert_eq!(db.ingest(&batch).await.unwrap().duplicates, 1);
+    let per_user = db.launches(LaunchGrouping::User).await.unwrap();
+    assert_eq!(
+        per_user
+            .iter()
+            .map(|c| (c.key.as_str(), c.launches))
+            .collect::<Vec<_>>(),
+        [("alice", 1), ("carol", 1)]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_version_1_reporting_db_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(V1_REPORTING_SQLITE).unwrap();
+    conn.execute_batch(&v1_launch("2026-01-02T03:04:05Z"))
+        .unwrap();
+    drop(conn);
+    assert_reporting_upgraded(&format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_a_version_1_reporting_db_is_upgraded() {
+    let pg = shared_postgres();
+    let r = unique_name();
+    pg.create_database(&r).unwrap();
+    pg.psql(&r, V1_REPORTING_POSTGRES).unwrap();
+    pg.psql(&r, &v1_launch("2026-01-02 03:04:05+00")).unwrap();
+    let status = avail_store::status(&pg.url(&r), DatabaseKind::Reporting)
+        .await
+        .unwrap();
+    assert_eq!((status.installed, status.known), (1, 2));
+    assert_reporting_upgraded(&pg.url(&r)).await;
 }

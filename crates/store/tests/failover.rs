@@ -31,6 +31,7 @@ fn version(i: usize) -> NewPackageVersion {
         content_path: format!("packages/7/{i}.appv"),
         size: i as u64,
         sha256: format!("{i:064x}"),
+        block_map_sha256: None,
         applications: vec![],
     }
 }

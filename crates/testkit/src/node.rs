@@ -137,6 +137,31 @@ impl AvailNode {
         roles: Option<&str>,
         env: &[(&str, &str)],
     ) -> anyhow::Result<AvailNode> {
+        Self::launch(bin, database_url, roles, env, None)
+    }
+
+    /// Start a second node with every role over the Management DB another
+    /// node already bootstrapped (`database_url`), otherwise as
+    /// [`AvailNode::start`]. The server writes no bootstrap token for a
+    /// database that has an administrator, so `token` (the first node's) is
+    /// put in the new node's data directory before it starts, and is its
+    /// [`AvailNode::token`].
+    pub fn start_joining(
+        bin: &Path,
+        database_url: &str,
+        token: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AvailNode> {
+        Self::launch(bin, Some(database_url), None, env, Some(token))
+    }
+
+    fn launch(
+        bin: &Path,
+        database_url: Option<&str>,
+        roles: Option<&str>,
+        env: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> anyhow::Result<AvailNode> {
         let dir = tempfile::tempdir()?;
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -149,6 +174,10 @@ impl AvailNode {
             env.push(("AVAIL_ROLES".into(), roles.to_owned()));
         }
         let data = dir.path().join("data");
+        if let Some(token) = token {
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(data.join("admin-token"), format!("{token}\n"))?;
+        }
         let any = "127.0.0.1:0";
         let listen = Listen {
             management: any,

@@ -22,8 +22,9 @@ mod reports;
 mod servers;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
+use avail_model::catalog::CatalogSnapshot;
 use avail_model::endpoint::{Endpoint, Method};
 use avail_store::{ManagementStore, ReportingStore};
 use axum::Json;
@@ -67,6 +68,43 @@ pub struct CatalogWaits {
     pub max_wait: std::time::Duration,
     /// Permits for waiting syncs.
     pub waiters: Arc<tokio::sync::Semaphore>,
+    /// The last catalogs syncs were answered with, for answering the changes
+    /// since one of them.
+    pub recent: Arc<RecentCatalogs>,
+}
+
+/// The last [`RECENT_CATALOGS`] catalog snapshots syncs were answered with,
+/// by sequence: a follower that holds one of them gets the changes since
+/// (`avail_model::catalog_delta`), any other the whole catalog. In memory
+/// only; a management node that restarts answers whole catalogs until its
+/// followers hold one it served.
+#[derive(Default)]
+pub struct RecentCatalogs {
+    ring: std::sync::Mutex<std::collections::VecDeque<Arc<CatalogSnapshot>>>,
+}
+
+/// How many catalogs [`RecentCatalogs`] keeps.
+pub const RECENT_CATALOGS: usize = 16;
+
+impl RecentCatalogs {
+    /// The catalog at `sequence`, if it is one of the last ones.
+    pub fn get(&self, sequence: i64) -> Option<Arc<CatalogSnapshot>> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.iter().find(|s| s.sequence == sequence).cloned()
+    }
+
+    /// Keep `snapshot`, dropping the oldest past [`RECENT_CATALOGS`].
+    pub fn remember(&self, snapshot: Arc<CatalogSnapshot>) {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if ring.iter().any(|s| s.sequence == snapshot.sequence) {
+            return;
+        }
+        let at = ring.partition_point(|s| s.sequence < snapshot.sequence);
+        ring.insert(at, snapshot);
+        if ring.len() > RECENT_CATALOGS {
+            ring.pop_front();
+        }
+    }
 }
 
 impl CatalogWaits {
@@ -77,6 +115,7 @@ impl CatalogWaits {
         CatalogWaits {
             max_wait: request_timeout.map_or(longest, |t| longest.min(t / 2)),
             waiters: Arc::new(tokio::sync::Semaphore::new(waiters)),
+            recent: Arc::default(),
         }
     }
 }

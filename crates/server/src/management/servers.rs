@@ -1,8 +1,11 @@
 //! Publishing servers (`*-AppvPublishingServer`) and administrators
 //! (`*-AppvServerAdmin`, API tokens): HTTP translation over the directory services.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use avail_model::catalog::CatalogSnapshot;
+use avail_model::catalog_delta::{CatalogDelta, CatalogUpdate};
 use avail_model::*;
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -49,7 +52,7 @@ pub(super) async fn unregister_server(
 }
 
 /// How often a waiting catalog sync reads the change sequence.
-const SYNC_POLL: Duration = Duration::from_millis(200);
+const SYNC_POLL: Duration = Duration::from_millis(100);
 
 /// A catalog sync's query: the sequence the caller holds and how long it may wait.
 #[derive(Deserialize)]
@@ -58,16 +61,26 @@ pub(super) struct SyncQuery {
     since: i64,
     #[serde(default)]
     wait: u64,
+    /// Whether the caller takes a delta (`delta=true`); a caller that does not
+    /// say so — a publishing node of an older Avail, during a rolling upgrade —
+    /// always gets the whole catalog.
+    #[serde(default)]
+    delta: bool,
 }
 
-/// The publishing catalog for a registered publishing server: the whole
-/// catalog when its sequence is past `since` (at once, or as soon as it moves
-/// within `wait` seconds, at most 30 and within the role's deadline), else
-/// `204`. Each answer records the server's sync (`avail admin server list`).
+/// The publishing catalog for a registered publishing server when its
+/// sequence is past `since` (at once, or as soon as it moves within `wait`
+/// seconds, at most 30 and within the role's deadline), else `204`. The
+/// answer is a [`CatalogUpdate`]: the changes since `since` when the caller
+/// asks for them (`delta=true`) and `since` is
+/// one of the [`RecentCatalogs`](super::RecentCatalogs), else the whole
+/// catalog (`since=-1` asks for it). A catalog already read at the current
+/// sequence is not read again. Each answer records the server's sync
+/// (`avail admin server list`).
 #[utoipa::path(get, path = "/api/v1/catalog", tag = "servers",
-    params(("since" = Option<i64>, Query), ("wait" = Option<u64>, Query)),
+    params(("since" = Option<i64>, Query), ("wait" = Option<u64>, Query), ("delta" = Option<bool>, Query)),
     security(("credential" = [])),
-    responses((status = 200, description = "the catalog snapshot"), (status = 204, description = "nothing newer than since"), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "the catalog: {\"kind\": \"snapshot\", …} or the changes since `since`: {\"kind\": \"delta\", \"from\", \"to\", …}"), (status = 204, description = "nothing newer than since"), (status = 401, body = ErrorBody)))]
 pub(super) async fn sync_catalog(
     State(state): State<AppState>,
     server: SyncingServer,
@@ -89,12 +102,26 @@ pub(super) async fn sync_catalog(
         state.store.record_sync(&server.name, sequence).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let snapshot = state.store.catalog_snapshot().await?;
+    let recent = &state.sync.recent;
+    let snapshot = match recent.get(sequence) {
+        Some(snapshot) => snapshot,
+        None => {
+            let snapshot = Arc::new(state.store.catalog_snapshot().await?);
+            recent.remember(Arc::clone(&snapshot));
+            snapshot
+        }
+    };
     state
         .store
         .record_sync(&server.name, snapshot.sequence)
         .await?;
-    Ok(Json(snapshot).into_response())
+    let update = match recent.get(query.since).filter(|_| query.delta) {
+        Some(held) if held.sequence < snapshot.sequence => {
+            CatalogUpdate::Delta(Box::new(CatalogDelta::between(&held, &snapshot)))
+        }
+        _ => CatalogUpdate::Snapshot(CatalogSnapshot::clone(&snapshot)),
+    };
+    Ok(Json(update).into_response())
 }
 
 /// Administrators (`Get-AppvServerAdmin`).
@@ -145,8 +172,6 @@ pub(super) async fn create_token(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::management::CatalogWaits;
 
@@ -172,7 +197,11 @@ mod tests {
         let response = sync_catalog(
             State(state.clone()),
             server,
-            Query(SyncQuery { since, wait }),
+            Query(SyncQuery {
+                since,
+                wait,
+                delta: true,
+            }),
         )
         .await
         .unwrap();
@@ -180,10 +209,89 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
+        // A snapshot's sequence, or the one a delta leads to.
         let sequence = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["sequence"].as_i64());
+            .and_then(|v| v["sequence"].as_i64().or(v["to"].as_i64()));
         (status, sequence)
+    }
+
+    /// The answer to a sync from `since` that does not wait.
+    async fn update(state: &AppState, since: i64) -> CatalogUpdate {
+        update_as(state, since, true).await
+    }
+
+    /// The same, from a caller that takes deltas or not.
+    async fn update_as(state: &AppState, since: i64, delta: bool) -> CatalogUpdate {
+        let server = SyncingServer {
+            name: "pub1".into(),
+        };
+        let query = Query(SyncQuery {
+            since,
+            wait: 0,
+            delta,
+        });
+        let response = sync_catalog(State(state.clone()), server, query)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_changes_a_stranger_the_whole_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path(), 1).await;
+        state
+            .store
+            .register_publishing_server("pub1", "hash")
+            .await
+            .unwrap();
+        let CatalogUpdate::Snapshot(held) = update(&state, -1).await else {
+            panic!("a node holding nothing gets the whole catalog");
+        };
+
+        state.store.create_group("lab").await.unwrap();
+        let CatalogUpdate::Delta(delta) = update(&state, held.sequence).await else {
+            panic!("a node holding a catalog served lately gets the changes");
+        };
+        let now = state.store.catalog_snapshot().await.unwrap();
+        assert_eq!((delta.from, delta.to), (held.sequence, now.sequence));
+        assert_eq!(delta.groups.changed, ["lab"]);
+        assert!(delta.packages.is_empty() && delta.users.is_empty());
+        assert_eq!(delta.apply(&held).unwrap(), now);
+        // A caller that does not take deltas (an older Avail) gets the whole catalog.
+        assert_eq!(
+            update_as(&state, held.sequence, false).await,
+            CatalogUpdate::Snapshot(now.clone())
+        );
+
+        // A sequence this node never served, or none: the whole catalog.
+        for since in [held.sequence - 1, -1] {
+            assert_eq!(
+                update(&state, since).await,
+                CatalogUpdate::Snapshot(now.clone())
+            );
+        }
+        let servers = state.store.list_publishing_servers().await.unwrap();
+        assert_eq!(servers[0].last_sync_sequence, Some(now.sequence));
+    }
+
+    #[test]
+    fn the_recent_catalogs_keep_the_newest() {
+        let recent = crate::management::RecentCatalogs::default();
+        // 38, 36, …, 0 (the oldest are dropped), then two older than all kept.
+        for sequence in (0..20).rev().map(|i| i * 2).chain(1..3) {
+            recent.remember(Arc::new(CatalogSnapshot {
+                sequence,
+                ..CatalogSnapshot::default()
+            }));
+        }
+        let kept: Vec<i64> = (0..40).filter(|s| recent.get(*s).is_some()).collect();
+        assert_eq!(kept, (8..40).step_by(2).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -7,13 +7,16 @@
 //! memory. A body is bounded (`reporting.max_body_bytes`, `413` past it), decoded
 //! (UTF-16 with or without a BOM, as Windows clients send it, or UTF-8),
 //! parsed and checked against the schema (`report`; `400` naming the element
-//! at fault), and stored as a [`ClientReport`] in one transaction; `200` comes
-//! only once the report is durably stored, and never App-V's `307`, which
-//! clients take for success. A report sent again is counted once: its id is
+//! at fault), and handed as a [`ClientReport`] to the [`batch`] writer, which
+//! stores the reports queued at the time in one transaction (group commit);
+//! `200` comes only once the report's transaction has durably committed, and
+//! never App-V's `307`, which clients take for success. A full queue gets
+//! `503` with `Retry-After`. A report sent again is counted once: its id is
 //! the client's (`Avail-Report-Id: <uuid>`) when given, else derived from the
 //! SHA-256 of the decoded body, so a retried body maps to the stored report
 //! whatever encoding it came in.
 
+mod batch;
 mod report;
 
 use std::net::SocketAddr;
@@ -22,13 +25,15 @@ use std::sync::Arc;
 use avail_model::domain::ClientReport;
 use avail_store::ReportingStore;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use batch::{Batcher, Refused};
 
 /// The header an Avail client names its report id in.
 pub(crate) const REPORT_ID_HEADER: &str = "avail-report-id";
@@ -36,15 +41,17 @@ pub(crate) const REPORT_ID_HEADER: &str = "avail-report-id";
 /// What the reporting handler reaches.
 #[derive(Clone)]
 struct ReportingState {
-    store: Arc<dyn ReportingStore>,
+    batcher: Batcher,
 }
 
-/// The reporting router: `POST /` with bodies up to `max_body_bytes`.
+/// The reporting router: `POST /` with bodies up to `max_body_bytes`. Starts
+/// the [`batch`] writers on the current runtime.
 pub(crate) fn router(store: Arc<dyn ReportingStore>, max_body_bytes: usize) -> axum::Router {
+    let batcher = Batcher::start(store, batch::WRITERS, batch::MAX_BATCH, batch::QUEUE);
     axum::Router::new()
         .route("/", post(set_report))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(ReportingState { store })
+        .with_state(ReportingState { batcher })
 }
 
 /// The report id of `text`, a decoded body, when the client names none: a
@@ -61,7 +68,7 @@ async fn set_report(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let text = report::decode(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let parsed = report::parse(&text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let id = match headers.get(REPORT_ID_HEADER) {
@@ -72,9 +79,9 @@ async fn set_report(
             .ok_or_else(|| ApiError::BadRequest(format!("{REPORT_ID_HEADER} must be a UUID")))?,
         None => derived_id(&text),
     };
-    let stored = state
-        .store
-        .ingest(&[ClientReport {
+    let submitted = state
+        .batcher
+        .submit(ClientReport {
             id,
             received_at: chrono::Utc::now(),
             source_host: peer.ip().to_string(),
@@ -82,12 +89,29 @@ async fn set_report(
             client: parsed.client,
             packages: parsed.packages,
             usage: parsed.usage,
-        }])
-        .await?;
-    tracing::info!(
-        report = %id,
-        duplicate = stored.duplicates > 0,
-        "report received"
-    );
-    Ok(StatusCode::OK)
+        })
+        .await;
+    match submitted {
+        Ok(()) => {
+            tracing::debug!(report = %id, "report stored");
+            Ok(StatusCode::OK.into_response())
+        }
+        Err(Refused::Store(e)) => Err(e.into()),
+        Err(Refused::Busy) => {
+            // Debug only: under overload a line per refused report would flood the log.
+            tracing::debug!(report = %id, "report queue full");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(ErrorBody {
+                    error: "unavailable".into(),
+                    message: "too many reports waiting to be stored; try again shortly".into(),
+                }),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(response)
+        }
+    }
 }

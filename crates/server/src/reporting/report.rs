@@ -63,9 +63,13 @@ pub(crate) fn decode(body: &[u8]) -> Result<String, ReportError> {
                 u16::from_le_bytes([p[0], p[1]])
             }
         });
-        char::decode_utf16(units)
-            .collect::<Result<String, _>>()
-            .map_err(|_| err("the UTF-16 body holds an unpaired surrogate"))
+        // Sized up front (exact for ASCII, what reports mostly are): collecting
+        // `Result`s would grow the string from nothing, copying it each time.
+        let mut text = String::with_capacity(bytes.len() / 2);
+        for c in char::decode_utf16(units) {
+            text.push(c.map_err(|_| err("the UTF-16 body holds an unpaired surrogate"))?);
+        }
+        Ok(text)
     };
     match body {
         [0xFF, 0xFE, rest @ ..] => utf16(rest, false),

@@ -94,6 +94,7 @@ mod tests {
                 content_path: format!("packages/{package_id}/{version_id}.appv"),
                 size: 1,
                 sha256: "0".repeat(64),
+                block_map_sha256: None,
                 applications: vec![Application {
                     id: "editor".into(),
                     target: Some("/opt/editor/bin/editor".into()),
