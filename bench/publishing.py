@@ -102,6 +102,8 @@ class Node:
         self.data = os.path.join(work, name)
         os.makedirs(self.data)
         full_env = dict(os.environ)
+        # Every setting at its default (logs at info, as installed) but the
+        # addresses and the data directory.
         for key in list(full_env):
             if key.startswith("AVAIL_"):
                 del full_env[key]
@@ -109,7 +111,6 @@ class Node:
             {
                 "AVAIL_DATA_DIR": self.data,
                 "AVAIL_ROLES": roles,
-                "AVAIL_LOG": "warn",
                 "AVAIL_MANAGEMENT_LISTEN": "127.0.0.1:0",
                 "AVAIL_PUBLISHING_LISTEN": "127.0.0.1:0",
                 "AVAIL_REPORTING_LISTEN": "127.0.0.1:0",

@@ -35,9 +35,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use avail_model::VersionId;
 use avail_model::catalog::{Catalog, Entitlements};
 use avail_model::publishing::{ClientQuery, answer, render};
+use avail_model::{Principal, VersionId};
 use avail_store::{ManagementStore, StoreError};
 use axum::Router;
 use axum::body::Bytes;
@@ -57,29 +57,44 @@ const CACHED_DOCUMENTS: usize = 10_000;
 /// The user a machine's request speaks for.
 const USER_HEADER: &str = "avail-user";
 
-/// A catalog being served, with the documents and JSON answers rendered from it.
+/// Which entitlement sets a request resolves to: the addresses of the
+/// machine's and the user's sets as the catalog shares them between
+/// principals (0 for no user). The catalog holds those sets for as long as it
+/// is served, so equal keys mean equal answers, and a repeated refresh costs
+/// two lookups and the hash of two numbers: no union of sets, no hash of one.
+type PrincipalsKey = (usize, usize);
+
+/// A catalog being served, with the documents and JSON answers rendered from
+/// it: once per entitlement set, and found again by the principals asking.
 struct Published {
     catalog: Catalog,
     documents: Mutex<HashMap<Entitlements, Bytes>>,
     answers: Mutex<HashMap<Entitlements, (Bytes, HeaderValue)>>,
+    documents_by_principals: Mutex<HashMap<PrincipalsKey, Bytes>>,
+    answers_by_principals: Mutex<HashMap<PrincipalsKey, (Bytes, HeaderValue)>>,
 }
 
-/// `cache`'s entry for `receives`, made by `make` once; past
+/// `cache`'s entry for `key`, made by `make` once; past
 /// [`CACHED_DOCUMENTS`] entries the cache starts over.
-fn cached<V: Clone>(
-    cache: &Mutex<HashMap<Entitlements, V>>,
-    receives: &Entitlements,
+fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(
+    cache: &Mutex<HashMap<K, V>>,
+    key: &K,
     make: impl FnOnce() -> V,
 ) -> V {
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(value) = cache.get(receives) {
+    if let Some(value) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+    {
         return value.clone();
     }
+    // Made without the lock: a render does not hold up the hits of others.
     let value = make();
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     if cache.len() >= CACHED_DOCUMENTS {
         cache.clear();
     }
-    cache.insert(receives.clone(), value.clone());
+    cache.insert(key.clone(), value.clone());
     value
 }
 
@@ -89,7 +104,47 @@ impl Published {
             catalog,
             documents: Mutex::default(),
             answers: Mutex::default(),
+            documents_by_principals: Mutex::default(),
+            answers_by_principals: Mutex::default(),
         }
+    }
+
+    /// The [`PrincipalsKey`] of a machine and the user it speaks for.
+    fn key(&self, machine: &str, user: Option<&str>) -> PrincipalsKey {
+        let set = |principal| Arc::as_ptr(&self.catalog.entitlements_of(&principal)) as usize;
+        (
+            set(Principal::Machine(machine.into())),
+            user.map_or(0, |u| set(Principal::User(u.into()))),
+        )
+    }
+
+    /// The document for a machine and the user it speaks for.
+    fn document_for(&self, machine: &str, user: Option<&str>, content_base_url: &str) -> Bytes {
+        cached(
+            &self.documents_by_principals,
+            &self.key(machine, user),
+            || {
+                let receives = self.catalog.receives(Some(machine), user);
+                self.document(&receives, content_base_url)
+            },
+        )
+    }
+
+    /// The JSON answer and its ETag for a machine and the user it speaks for.
+    fn answer_for(
+        &self,
+        machine: &str,
+        user: Option<&str>,
+        content: &ContentUrls,
+    ) -> (Bytes, HeaderValue) {
+        cached(
+            &self.answers_by_principals,
+            &self.key(machine, user),
+            || {
+                let receives = self.catalog.receives(Some(machine), user);
+                self.answer(&receives, content)
+            },
+        )
     }
 
     /// The document for `receives`, rendered once per catalog.
@@ -351,9 +406,8 @@ async fn get_package(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let user = user_of(&headers)?;
     let published = state.published();
-    let receives = published.catalog.receives(Some(&machine.name), user);
     if !wants_json(&headers) {
-        let document = published.document(&receives, &state.content.base);
+        let document = published.document_for(&machine.name, user, &state.content.base);
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/xml"),
@@ -364,7 +418,7 @@ async fn get_package(
         )
             .into_response());
     }
-    let (body, etag) = published.answer(&receives, &state.content);
+    let (body, etag) = published.answer_for(&machine.name, user, &state.content);
     let common = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::VARY, HeaderValue::from_static("Accept")),
