@@ -419,6 +419,7 @@ fn build(spec: &Spec) -> (Vec<u8>, Vec<(String, Vec<u8>)>, bool) {
                 arguments: arguments.clone(),
             })
             .collect(),
+        target_oses: Vec::new(),
     };
     let texts = [&m.name, &m.publisher]
         .into_iter()

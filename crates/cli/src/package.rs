@@ -117,6 +117,13 @@ pub struct PackArgs {
     /// [default: none, or OLD's applications with --update-of].
     #[arg(long = "app", value_name = "ID=PATH[:ARGS]", value_parser = parse_app)]
     apps: Vec<Application>,
+    /// An operating system the package targets, as App-V names them:
+    /// Windows{Client|Server}_MAJOR.MINOR with an optional _x86 or _x64, like
+    /// WindowsClient_10.0_x64 (repeatable). A publishing server sends the
+    /// package only to clients whose ClientOS is one of them [default: every
+    /// operating system, or OLD's with --update-of].
+    #[arg(long = "target-os", value_name = "OS", value_parser = parse_target_os)]
+    target_oses: Vec<String>,
     /// A file or directory for the publishing feature block (FB0), besides desktop entries and icons (repeatable).
     #[arg(long, value_name = "PATH", value_parser = parse_package_path)]
     fb0: Vec<String>,
@@ -150,6 +157,14 @@ fn parse_package_path(s: &str) -> Result<String, String> {
         .and_then(|s| names::from_linux_path(s).ok())
         .map(|_| s.to_owned())
         .ok_or_else(|| format!("{s:?} is not an absolute path as on the client, like /opt/foo/bin"))
+}
+
+/// A target operating system, checked as the publishing server reads it and
+/// written in its usual spelling.
+fn parse_target_os(s: &str) -> Result<String, String> {
+    s.parse::<avail_model::publishing::TargetOs>()
+        .map(|os| os.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_app(s: &str) -> Result<Application, String> {
@@ -259,6 +274,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         package_id: args.package_id,
         version_id: args.version_id,
         applications: args.apps,
+        target_oses: dedup(args.target_oses),
         publishing: args.fb0,
         primary: args.fb1,
         level: args.level,
@@ -307,6 +323,9 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
             if options.applications.is_empty() {
                 options.applications = m.applications.clone();
             }
+            if options.target_oses.is_empty() {
+                options.target_oses = m.target_oses.clone();
+            }
             if options.publishing.is_empty()
                 && options.primary.is_empty()
                 && let Some(streams) = package.stream_map()
@@ -346,6 +365,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
                 "version_id": m.version_id,
                 "name": m.display_name,
                 "version": m.version,
+                "target_oses": m.target_oses,
                 "update_of": old.as_ref().map(|o| serde_json::json!({
                     "file": args.update_of,
                     "version_id": o.version_id,
@@ -369,6 +389,9 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
             m.version_id.map(|u| u.to_string()).unwrap_or_default(),
             m.version,
         );
+        if !m.target_oses.is_empty() {
+            println!("  Targets   {}", m.target_oses.join(", "));
+        }
         if let Some(o) = &old {
             println!(
                 "  a new version of {} (version {}, VersionId {})",
@@ -381,6 +404,15 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `values` in their first order, each once.
+fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    values
+        .into_iter()
+        .filter(|v| seen.insert(v.clone()))
+        .collect()
+}
+
 #[derive(Serialize)]
 struct InspectOutput<'a> {
     name: &'a str,
@@ -390,6 +422,9 @@ struct InspectOutput<'a> {
     package_id: Option<uuid::Uuid>,
     version_id: Option<uuid::Uuid>,
     applications: Vec<AppOutput<'a>>,
+    /// `Prerequisites/appv:TargetOSes/appv:TargetOS`; empty for every
+    /// operating system.
+    target_oses: &'a [String],
     /// Payload files only: the package's own metadata parts are not counted.
     files: usize,
     /// The package's own metadata parts (AppxManifest.xml, StreamMap.xml, …)
@@ -476,6 +511,7 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
                 arguments: a.arguments.as_deref(),
             })
             .collect(),
+        target_oses: &m.target_oses,
         files: payload.len(),
         metadata_parts: package.files().len() - payload.len(),
         blocks: count(true) + count(false),
@@ -513,6 +549,14 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
         "Feature blocks: publishing {} files, primary {} files",
         out.publishing_feature_block.len(),
         out.primary_feature_block.len()
+    );
+    println!(
+        "Target OSes:  {}",
+        if out.target_oses.is_empty() {
+            "every operating system".to_owned()
+        } else {
+            out.target_oses.join(", ")
+        }
     );
     println!("Signature:    {}", out.signature);
     println!("Applications: {}", out.applications.len());

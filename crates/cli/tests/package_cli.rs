@@ -634,6 +634,103 @@ fn update_of_makes_a_new_version_of_the_same_package() {
 }
 
 #[test]
+fn target_oses_are_written_shown_and_inherited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    app_tree(&src);
+    let v1 = tmp.path().join("v1.appv");
+    let o = avail(&[
+        "package",
+        "pack",
+        src.to_str().unwrap(),
+        "-o",
+        v1.to_str().unwrap(),
+        "--target-os",
+        "WindowsClient_10.0_x64",
+        "--target-os",
+        "WindowsServer_06.3",
+        "--target-os",
+        "WindowsClient_10.0_x64",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Checked as a publishing server reads them, written in their usual
+    // spelling, each once.
+    let targets = serde_json::json!(["WindowsClient_10.0_x64", "WindowsServer_6.3"]);
+    let packed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(packed["target_oses"], targets);
+    assert_eq!(inspect_json(&v1)["target_oses"], targets);
+    let o = avail(&["package", "inspect", v1.to_str().unwrap()]);
+    assert!(
+        text(&o.stdout).contains("Target OSes:  WindowsClient_10.0_x64, WindowsServer_6.3"),
+        "{}",
+        text(&o.stdout)
+    );
+    // In App-V's place, as other tools read it.
+    let manifest = Command::new("unzip")
+        .arg("-p")
+        .arg(&v1)
+        .arg("AppxManifest.xml")
+        .output()
+        .expect("unzip must be installed");
+    assert!(
+        text(&manifest.stdout).contains(
+            "<Prerequisites>\n    <appv:TargetOSes>\n      <appv:TargetOS>WindowsClient_10.0_x64</appv:TargetOS>"
+        ),
+        "{}",
+        text(&manifest.stdout)
+    );
+
+    // --update-of keeps them unless given.
+    let v2 = tmp.path().join("v2.appv");
+    pack(&src, &v2, &["--update-of", v1.to_str().unwrap()]);
+    assert_eq!(inspect_json(&v2)["target_oses"], targets);
+    let v3 = tmp.path().join("v3.appv");
+    pack(
+        &src,
+        &v3,
+        &[
+            "--update-of",
+            v2.to_str().unwrap(),
+            "--target-os",
+            "WindowsClient_6.1",
+        ],
+    );
+    assert_eq!(
+        inspect_json(&v3)["target_oses"],
+        serde_json::json!(["WindowsClient_6.1"])
+    );
+
+    // None: every operating system.
+    let plain = tmp.path().join("plain.appv");
+    pack(&src, &plain, &[]);
+    assert_eq!(inspect_json(&plain)["target_oses"], serde_json::json!([]));
+    let o = avail(&["package", "inspect", plain.to_str().unwrap()]);
+    assert!(text(&o.stdout).contains("Target OSes:  every operating system"));
+
+    // What ClientOS could not be is refused before anything is written.
+    let bad = tmp.path().join("bad.appv");
+    for os in ["Linux_6.1_x64", "WindowsClient_10.0_arm64", "WindowsClient"] {
+        let o = avail(&[
+            "package",
+            "pack",
+            src.to_str().unwrap(),
+            "-o",
+            bad.to_str().unwrap(),
+            "--target-os",
+            os,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{os}");
+        assert!(
+            text(&o.stderr).contains("is not Windows{Client|Server}_MAJOR.MINOR"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert!(!bad.exists());
+    }
+}
+
+#[test]
 fn update_of_refuses_what_it_cannot_continue() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("tree");

@@ -5,6 +5,15 @@
 //! (`appv:Application/appv:Target`), and writes the App-V shape plus what a Linux
 //! launch needs in its own namespace, which App-V readers ignore
 //! (`IgnorableNamespaces`).
+//!
+//! The operating systems an App-V package targets are read from (and written
+//! to) `Prerequisites/appv:TargetOSes/appv:TargetOS`, each as its trimmed text
+//! (`WindowsClient_10.0_x64`; what the values mean is the publishing server's
+//! business, `avail_model::publishing::TargetOs`). No `appv:TargetOS` (or no
+//! `appv:TargetOSes`) means every operating system; empty ones name nothing
+//! and are left out. At most [`MAX_TARGET_OSES`] of at most
+//! [`MAX_TARGET_OS_LEN`] bytes each are read, and only that many are held
+//! while reading: a manifest with more or longer ones is refused.
 
 use uuid::Uuid;
 
@@ -18,6 +27,12 @@ const APPX_NS: &str = "http://schemas.microsoft.com/appx/2010/manifest";
 const APPV_NS: &str = "http://schemas.microsoft.com/appv/2010/manifest";
 /// Avail's own manifest namespace (Linux launch details).
 pub const AVAIL_NS: &str = "http://schemas.avail.dev/2026/manifest";
+/// Most `appv:TargetOS` elements a manifest may have (real ones list each
+/// Windows release and bitness the sequencer offers: a few dozen at most).
+pub const MAX_TARGET_OSES: usize = 64;
+/// Most bytes of one `appv:TargetOS` value, trimmed (`WindowsServer_6.3_x64`
+/// is 21).
+pub const MAX_TARGET_OS_LEN: usize = 128;
 
 /// An application the package offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +63,9 @@ pub struct Manifest {
     pub display_name: Option<String>,
     /// Applications in document order.
     pub applications: Vec<Application>,
+    /// `Prerequisites/appv:TargetOSes/appv:TargetOS` values in document order,
+    /// trimmed, empty ones left out; empty for every operating system.
+    pub target_oses: Vec<String>,
 }
 
 impl Manifest {
@@ -65,14 +83,25 @@ impl Manifest {
     /// (a real manifest has thousands more: extensions, capabilities, …).
     pub(crate) fn read<C: Chunks>(chunks: C, limits: XmlLimits) -> Result<Self> {
         let mut parser = Parser::new(PART, chunks, limits, true);
-        let root = xml::read_tree(&mut parser, |depth, name| match depth {
+        // Held while reading: one past the bound, to tell that it was passed.
+        let mut target_oses_seen = 0usize;
+        let root = xml::read_tree(&mut parser, |depth, parent, name| match depth {
             0 => true,
-            1 => matches!(name, "Identity" | "Properties" | "Applications"),
+            1 => matches!(
+                name,
+                "Identity" | "Properties" | "Applications" | "Prerequisites"
+            ),
+            2 if parent == "Prerequisites" => name == "TargetOSes",
             2 => matches!(name, "DisplayName" | "Application"),
+            3 if parent == "TargetOSes" => {
+                target_oses_seen += usize::from(name == "TargetOS");
+                name == "TargetOS" && target_oses_seen <= MAX_TARGET_OSES + 1
+            }
             3 => matches!(name, "Target" | "Arguments"),
             _ => false,
         })?;
         let bad = |reason: &str| FormatError::xml(PART, reason);
+        let target_oses = Self::target_oses(&root)?;
         if root.name != "Package" {
             return Err(bad("the root element is not <Package>"));
         }
@@ -121,7 +150,35 @@ impl Manifest {
                 .and_then(|p| p.child("DisplayName"))
                 .map(|d| d.text.trim().to_owned()),
             applications,
+            target_oses,
         })
+    }
+
+    /// The `appv:TargetOS` values of a manifest read into `root`.
+    fn target_oses(root: &xml::Element) -> Result<Vec<String>> {
+        let limit = |what, limit: usize| FormatError::XmlLimit {
+            part: PART.to_owned(),
+            what,
+            limit: limit as u64,
+        };
+        let mut out = Vec::new();
+        let elements = root
+            .children_named("Prerequisites")
+            .flat_map(|p| p.children_named("TargetOSes"))
+            .flat_map(|t| t.children_named("TargetOS"));
+        for (i, element) in elements.enumerate() {
+            if i == MAX_TARGET_OSES {
+                return Err(limit("appv:TargetOS elements", MAX_TARGET_OSES));
+            }
+            let value = element.text.trim();
+            if value.len() > MAX_TARGET_OS_LEN {
+                return Err(limit("bytes in one appv:TargetOS", MAX_TARGET_OS_LEN));
+            }
+            if !value.is_empty() {
+                out.push(value.to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// The document, as Avail writes it.
@@ -151,7 +208,17 @@ impl Manifest {
             "    <PublisherDisplayName>{}</PublisherDisplayName>\n",
             e(&self.publisher)
         ));
-        out.push_str("  </Properties>\n  <appv:Applications>\n");
+        out.push_str("  </Properties>\n");
+        // Only when there are some: a package for every operating system is
+        // written as before.
+        if !self.target_oses.is_empty() {
+            out.push_str("  <Prerequisites>\n    <appv:TargetOSes>\n");
+            for os in &self.target_oses {
+                out.push_str(&format!("      <appv:TargetOS>{}</appv:TargetOS>\n", e(os)));
+            }
+            out.push_str("    </appv:TargetOSes>\n  </Prerequisites>\n");
+        }
+        out.push_str("  <appv:Applications>\n");
         for app in &self.applications {
             out.push_str(&format!(
                 "    <appv:Application Id=\"{}\" Origin=\"Application\" TargetInPackage=\"true\">\n",
@@ -246,8 +313,124 @@ mod tests {
                 target: Some("/opt/foo/bin/foo".into()),
                 arguments: Some("--x \"y\"".into()),
             }],
+            target_oses: vec![],
         };
         assert_eq!(Manifest::parse(m.to_xml().as_bytes()).unwrap(), m);
+        assert!(!m.to_xml().contains("Prerequisites"));
+        let targeted = Manifest {
+            target_oses: vec!["WindowsClient_10.0_x64".into(), "WindowsServer_6.3".into()],
+            ..m
+        };
+        let xml = targeted.to_xml();
+        assert!(xml.contains(
+            "<Prerequisites>\n    <appv:TargetOSes>\n      <appv:TargetOS>WindowsClient_10.0_x64</appv:TargetOS>\n"
+        ));
+        assert_eq!(Manifest::parse(xml.as_bytes()).unwrap(), targeted);
+    }
+
+    /// An App-V manifest with `body` as its `<Prerequisites>`'s content.
+    fn with_prerequisites(body: &str) -> Vec<u8> {
+        format!(
+            r#"<Package xmlns="http://schemas.microsoft.com/appx/2010/manifest" xmlns:appv="http://schemas.microsoft.com/appv/2010/manifest">
+              <Identity Name="Reserved" Publisher="CN=Reserved" Version="0.0.0.1"/>
+              <Prerequisites><OSMinVersion>6.1</OSMinVersion><OSMaxVersionTested>6.1</OSMaxVersionTested>{body}</Prerequisites>
+              <Applications><Application Id="a"><Target>x</Target></Application></Applications>
+            </Package>"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn reads_target_oses() {
+        let oses = |body: &str| Manifest::parse(&with_prerequisites(body)).map(|m| m.target_oses);
+        // No children (the sequencer's "any operating system"), or none at all.
+        for none in [
+            r#"<appv:TargetOSes SequencingStationProcessorArchitecture="x64" />"#,
+            "<appv:TargetOSes></appv:TargetOSes>",
+            "",
+        ] {
+            assert_eq!(oses(none).unwrap(), Vec::<String>::new(), "{none}");
+        }
+        // Values trimmed, in order, bitness absent or not, unknown ones kept,
+        // empty ones left out.
+        assert_eq!(
+            oses(
+                r#"<appv:TargetOSes SequencingStationProcessorArchitecture="x64">
+                     <appv:TargetOS>WindowsClient_6.1_x64</appv:TargetOS>
+                     <appv:TargetOS> WindowsClient_10.0 </appv:TargetOS>
+                     <appv:TargetOS/>
+                     <appv:TargetOS>WindowsHolographic_10.0_arm64</appv:TargetOS>
+                   </appv:TargetOSes>"#
+            )
+            .unwrap(),
+            [
+                "WindowsClient_6.1_x64",
+                "WindowsClient_10.0",
+                "WindowsHolographic_10.0_arm64"
+            ]
+        );
+        // TargetOS elements elsewhere are not targets.
+        let stray = Manifest::parse(
+            br#"<Package><Identity Name="x"/><Applications><Application Id="a"><TargetOS>WindowsClient_6.1_x64</TargetOS></Application></Applications><TargetOSes><TargetOS>WindowsClient_6.1_x64</TargetOS></TargetOSes></Package>"#,
+        )
+        .unwrap();
+        assert!(stray.target_oses.is_empty());
+    }
+
+    #[test]
+    fn hostile_target_oses_are_refused_within_bounds() {
+        let many = |n: usize| {
+            let targets = "<appv:TargetOS>WindowsClient_10.0_x64</appv:TargetOS>".repeat(n);
+            Manifest::parse(&with_prerequisites(&format!(
+                "<appv:TargetOSes>{targets}</appv:TargetOSes>"
+            )))
+        };
+        assert_eq!(
+            many(MAX_TARGET_OSES).unwrap().target_oses.len(),
+            MAX_TARGET_OSES
+        );
+        for n in [MAX_TARGET_OSES + 1, 100_000] {
+            match many(n) {
+                Err(FormatError::XmlLimit { what, limit, .. }) => {
+                    assert_eq!((what, limit), ("appv:TargetOS elements", 64));
+                }
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        let long = |n: usize| {
+            Manifest::parse(&with_prerequisites(&format!(
+                "<appv:TargetOSes><appv:TargetOS>{}</appv:TargetOS></appv:TargetOSes>",
+                "W".repeat(n)
+            )))
+        };
+        assert!(long(MAX_TARGET_OS_LEN).is_ok());
+        match long(MAX_TARGET_OS_LEN + 1) {
+            Err(FormatError::XmlLimit { what, limit, .. }) => {
+                assert_eq!((what, limit), ("bytes in one appv:TargetOS", 128));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Many TargetOSes lists are counted together.
+        let lists =
+            "<appv:TargetOSes><appv:TargetOS>WindowsClient_10.0</appv:TargetOS></appv:TargetOSes>"
+                .repeat(MAX_TARGET_OSES + 1);
+        assert!(matches!(
+            Manifest::parse(&with_prerequisites(&lists)),
+            Err(FormatError::XmlLimit { .. })
+        ));
+        // Odd characters are kept as they are (what they mean is not this
+        // crate's business); a character XML forbids is an XML error.
+        let odd = Manifest::parse(&with_prerequisites(
+            "<appv:TargetOSes><appv:TargetOS>a&#1;b\u{7f}&#x202E;</appv:TargetOS></appv:TargetOSes>",
+        ))
+        .unwrap();
+        assert_eq!(odd.target_oses, ["a\u{1}b\u{7f}\u{202e}"]);
+        assert!(matches!(
+            Manifest::parse(&with_prerequisites(
+                "<appv:TargetOSes><appv:TargetOS>&#0;</appv:TargetOS></appv:TargetOSes>"
+            )),
+            Err(FormatError::InvalidXml { .. })
+        ));
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl<R: ReadAt> Package<R> {
                 version_id: None,
                 display_name: None,
                 applications: Vec::new(),
+                target_oses: Vec::new(),
             },
             stream_map: None,
             filesystem: None,

@@ -55,6 +55,14 @@ pub struct PackOptions {
     pub version_id: Option<Uuid>,
     /// Applications (targets are absolute Linux paths).
     pub applications: Vec<Application>,
+    /// The operating systems the package targets, written as
+    /// `Prerequisites/appv:TargetOSes/appv:TargetOS` (empty: every one, and
+    /// nothing is written). Each is non-empty, at most
+    /// [`manifest::MAX_TARGET_OS_LEN`] bytes without surrounding blanks or
+    /// control characters, given once, at most [`manifest::MAX_TARGET_OSES`]
+    /// of them; what the values mean is not checked here (`avail package pack`
+    /// checks them as a publishing server reads them).
+    pub target_oses: Vec<String>,
     /// Absolute paths (files or directories) for the publishing feature block, in
     /// addition to desktop entries and icons, which are always there.
     pub publishing: Vec<String>,
@@ -76,6 +84,7 @@ impl Default for PackOptions {
             package_id: None,
             version_id: None,
             applications: Vec::new(),
+            target_oses: Vec::new(),
             publishing: Vec::new(),
             primary: Vec::new(),
             level: 6,
@@ -307,6 +316,27 @@ fn build_manifest(
             ));
         }
     }
+    if options.target_oses.len() > manifest::MAX_TARGET_OSES {
+        return Err(FormatError::Invalid(format!(
+            "{} target operating systems: at most {} can be written",
+            options.target_oses.len(),
+            manifest::MAX_TARGET_OSES
+        )));
+    }
+    let mut seen_os = BTreeSet::new();
+    for os in &options.target_oses {
+        let fine = !os.is_empty()
+            && os.len() <= manifest::MAX_TARGET_OS_LEN
+            && os.trim() == os
+            && !os.chars().any(char::is_control);
+        if !fine || !seen_os.insert(os.as_str()) {
+            return Err(FormatError::Invalid(format!(
+                "target operating system {os:?} is empty, longer than {} bytes, has blanks \
+                 around it or control characters in it, or is given twice",
+                manifest::MAX_TARGET_OS_LEN
+            )));
+        }
+    }
     Ok(Manifest {
         name: identity,
         publisher: options.publisher.clone(),
@@ -315,6 +345,7 @@ fn build_manifest(
         version_id: Some(options.version_id.unwrap_or_else(Uuid::new_v4)),
         display_name: Some(options.name.clone()),
         applications: options.applications.clone(),
+        target_oses: options.target_oses.clone(),
     })
 }
 

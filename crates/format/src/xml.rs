@@ -593,19 +593,21 @@ impl Element {
     }
 }
 
-/// Read a whole part into a tree of the elements `keep(depth, local name)`
-/// accepts (the root has depth 0; an element is only considered when its parent
-/// was kept). Elements left out are still read and checked, but not held.
+/// Read a whole part into a tree of the elements `keep(depth, parent's local
+/// name, local name)` accepts (the root has depth 0 and the parent ""; an
+/// element is only considered when its parent was kept, and once: `keep` may
+/// count). Elements left out are still read and checked, but not held.
 pub(crate) fn read_tree<C: Chunks>(
     parser: &mut Parser<C>,
-    keep: impl Fn(usize, &str) -> bool,
+    mut keep: impl FnMut(usize, &str, &str) -> bool,
 ) -> Result<Element> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
     while let Some(node) = parser.next()? {
         match node {
             Node::Start(tag) => {
-                if !keep(stack.len(), &tag.name) {
+                let parent = stack.last().map_or("", |e| e.name.as_str());
+                if !keep(stack.len(), parent, &tag.name) {
                     parser.skip()?;
                     continue;
                 }
@@ -638,7 +640,7 @@ pub(crate) fn read_tree<C: Chunks>(
 #[cfg(test)]
 pub fn parse(part: &str, bytes: &[u8]) -> Result<Element> {
     let mut parser = Parser::new(part, SliceChunks::new(bytes), XmlLimits::default(), true);
-    read_tree(&mut parser, |_, _| true)
+    read_tree(&mut parser, |_, _, _| true)
 }
 
 /// Escape a string for an attribute value or text.
@@ -685,7 +687,7 @@ mod tests {
         for size in 1..8 {
             let chunks = Pieces(doc.chunks(size).collect(), Vec::new());
             let mut parser = Parser::new("t", chunks, XmlLimits::default(), true);
-            let root = read_tree(&mut parser, |_, _| true).unwrap();
+            let root = read_tree(&mut parser, |_, _, _| true).unwrap();
             assert_eq!(root.attr("b"), Some("é𝄞"), "pieces of {size}");
         }
     }
@@ -696,7 +698,7 @@ mod tests {
         for size in 1..6 {
             let chunks = Pieces(doc.chunks(size).collect(), Vec::new());
             let mut parser = Parser::new("t", chunks, XmlLimits::default(), true);
-            let root = read_tree(&mut parser, |_, _| true).unwrap();
+            let root = read_tree(&mut parser, |_, _, _| true).unwrap();
             assert_eq!((root.attr("b"), root.text.as_str()), (Some("é𝄞"), "ü"));
         }
         assert!(parse("t", b"<a b=\"\xC3\"/>").is_err());
@@ -737,7 +739,7 @@ mod tests {
 
     fn parse_with(doc: &[u8], limits: XmlLimits) -> Result<Element> {
         let mut parser = Parser::new("P.xml", SliceChunks::new(doc), limits, true);
-        read_tree(&mut parser, |_, _| true)
+        read_tree(&mut parser, |_, _, _| true)
     }
 
     fn limit_of(result: Result<Element>) -> (String, &'static str, u64) {
@@ -799,7 +801,7 @@ mod tests {
     fn left_out_elements_are_still_checked() {
         let doc = b"<a><keep k=\"1\"/><drop><x/><y/></drop></a>";
         let mut parser = Parser::new("t", SliceChunks::new(doc), XmlLimits::default(), true);
-        let root = read_tree(&mut parser, |d, n| d == 0 || n == "keep").unwrap();
+        let root = read_tree(&mut parser, |d, _, n| d == 0 || n == "keep").unwrap();
         assert_eq!(root.children.len(), 1);
         let tight = XmlLimits {
             elements: 3,
@@ -807,7 +809,7 @@ mod tests {
         };
         let mut parser = Parser::new("t", SliceChunks::new(doc), tight, true);
         assert!(matches!(
-            read_tree(&mut parser, |d, n| d == 0 || n == "keep"),
+            read_tree(&mut parser, |d, _, n| d == 0 || n == "keep"),
             Err(FormatError::XmlLimit { .. })
         ));
     }

@@ -295,6 +295,55 @@ fn manifest_stream_map_and_metadata_are_written() {
 }
 
 #[test]
+fn target_oses_are_written_and_read_back_within_bounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src);
+    let out = tmp.path().join("p.appv");
+    let targets = vec![
+        "WindowsClient_10.0_x64".to_owned(),
+        "WindowsServer_6.3".into(),
+    ];
+    pack(
+        &src,
+        &out,
+        &PackOptions {
+            target_oses: targets.clone(),
+            ..options(6)
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(package.manifest().target_oses, targets);
+    package.verify(&NoProgress).unwrap();
+
+    let too_many: Vec<String> = (0..=avail_format::manifest::MAX_TARGET_OSES)
+        .map(|i| format!("WindowsClient_{i}.0"))
+        .collect();
+    for bad in [
+        too_many,
+        vec![String::new()],
+        vec![" WindowsClient_10.0".into()],
+        vec!["Windows\u{1}".into()],
+        vec!["W".repeat(avail_format::manifest::MAX_TARGET_OS_LEN + 1)],
+        vec!["WindowsClient_10.0".into(), "WindowsClient_10.0".into()],
+    ] {
+        let options = PackOptions {
+            target_oses: bad.clone(),
+            ..options(6)
+        };
+        assert!(
+            matches!(
+                pack(&src, &out, &options, &NoProgress),
+                Err(FormatError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
 fn forced_zip64_packages_read_back() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");

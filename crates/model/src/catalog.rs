@@ -335,6 +335,20 @@ impl Catalog {
             .clone()
     }
 
+    /// Whether a client that receives the package versions `packages` can
+    /// assemble the connection group `id`: it is published and each of its
+    /// required members' published version is among `packages` (and is the
+    /// version the member names, if it names one).
+    pub fn assemblable(&self, id: ConnectionGroupId, packages: &BTreeSet<VersionId>) -> bool {
+        self.connection_group(id).is_some_and(|g| {
+            g.members.iter().filter(|m| !m.optional).all(|m| {
+                self.published_version(m.package_id).is_some_and(|v| {
+                    packages.contains(&v) && m.version_id.is_none_or(|want| want == v)
+                })
+            })
+        })
+    }
+
     /// What a client receives: its machine's entitlements (App-V's global
     /// publishing) and, with a user, the user's as well. An unknown user or
     /// machine adds nothing. A connection group is received only when every
@@ -354,15 +368,7 @@ impl Catalog {
                 Arc::new(both)
             }
         };
-        let assemblable = |id: &ConnectionGroupId| {
-            self.connection_group(*id).is_some_and(|g| {
-                g.members.iter().filter(|m| !m.optional).all(|m| {
-                    self.published_version(m.package_id).is_some_and(|v| {
-                        union.packages.contains(&v) && m.version_id.is_none_or(|want| want == v)
-                    })
-                })
-            })
-        };
+        let assemblable = |id: &ConnectionGroupId| self.assemblable(*id, &union.packages);
         if union.connection_groups.iter().all(assemblable) {
             union
         } else {
@@ -458,6 +464,7 @@ mod tests {
                 size: 1,
                 sha256: "0".repeat(64),
                 block_map_sha256: None,
+                target_oses: vec![],
                 applications: vec![],
             },
             deployment_config: None,

@@ -42,6 +42,13 @@ pub struct NewPackageVersion {
     /// versions imported before schema version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_map_sha256: Option<String>,
+    /// The operating systems the package targets, as its manifest names them
+    /// (`Prerequisites/appv:TargetOSes/appv:TargetOS`, such as
+    /// `WindowsClient_10.0_x64`; see [`crate::publishing::TargetOs`]); empty
+    /// for every operating system, and for versions imported before it was
+    /// recorded. Values that do not parse are kept as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_oses: Vec<String>,
     /// Applications from the manifest.
     pub applications: Vec<Application>,
 }

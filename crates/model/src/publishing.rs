@@ -5,13 +5,28 @@
 //!
 //! §3.1.5 returns a package when its minimum client version is zero or at most
 //! the client's, and when the operating systems it names (if any) include the
-//! client's. Avail's package versions record neither a minimum client version
-//! nor target operating systems, so by that rule every package matches every
-//! client: the parameters are parsed and checked ([`ClientQuery::parse`]; a
+//! client's. Both parameters are parsed and checked ([`ClientQuery::parse`]; a
 //! malformed one is an error the publishing role answers with 400, a newer
-//! operating system than any known is accepted) but select nothing. The
-//! document therefore depends on the entitlement set alone, so a role can cache
-//! one rendered document per [`Entitlements`] value.
+//! operating system than any known is accepted).
+//!
+//! - `ClientVersion` selects nothing: App-V 5 manifests carry no minimum client
+//!   version, so every package's is 0, which matches every client.
+//! - `ClientOS` is compared with the operating systems each package version
+//!   targets, recorded at import from its manifest
+//!   (`Prerequisites/appv:TargetOSes/appv:TargetOS`,
+//!   [`NewPackageVersion::target_oses`](crate::NewPackageVersion::target_oses)):
+//!   a package that names none runs everywhere; otherwise one of them must have
+//!   the client's kind (client or server) and version, and its bitness unless
+//!   it names none (`WindowsClient_10.0` is either) ([`TargetOs::matches`]). A
+//!   target that does not parse matches no client. A client that sends no
+//!   `ClientOS` gets every package, as before (a browser's plain `GET /`).
+//! - A connection group a required member of which is left out that way is
+//!   left out too, as [`Catalog::receives`] leaves out groups a client cannot
+//!   assemble ([`compatible`]).
+//!
+//! The document therefore depends on the entitlement set and the `ClientOS`
+//! alone, and the same as on the set [`compatible`] leaves: a role can cache
+//! one rendered document per such set.
 //!
 //! The document: `<Publishing Protocol="1.0">` (what App-V 5.1 servers send),
 //! `Packages` with one `Package` per received version (a package's published
@@ -43,6 +58,8 @@
 //! (`AppxBlockMap.xml`; absent for versions imported before schema version 2)
 //! and the catalog's change sequence.
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
@@ -67,7 +84,7 @@ impl std::error::Error for QueryError {}
 
 /// `ClientVersion`: four 16-bit numbers, as one 64-bit value (MS-DTYP's
 /// DWORD64 version: the leftmost number in the high 16 bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientVersion(pub u64);
 
 impl FromStr for ClientVersion {
@@ -95,8 +112,8 @@ impl FromStr for ClientVersion {
     }
 }
 
-/// The bitness a `ClientOS` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The bitness a `ClientOS` or a package's `TargetOS` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bitness {
     /// `x86`.
     X86,
@@ -104,9 +121,44 @@ pub enum Bitness {
     X64,
 }
 
+impl Bitness {
+    fn as_str(self) -> &'static str {
+        match self {
+            Bitness::X86 => "x86",
+            Bitness::X64 => "x64",
+        }
+    }
+}
+
+/// `Windows{Client|Server}_{major}.{minor}` and, after `_`, the bitness if
+/// there is one: the shape `ClientOS` and `TargetOS` share. `None` when `s`
+/// does not have it.
+fn parse_os(s: &str) -> Option<(bool, u32, u32, Option<Bitness>)> {
+    let rest = s.strip_prefix("Windows")?;
+    let (server, rest) = if let Some(rest) = rest.strip_prefix("Client_") {
+        (false, rest)
+    } else {
+        (true, rest.strip_prefix("Server_")?)
+    };
+    let (version, bitness) = match rest.split_once('_') {
+        Some((version, "x86")) => (version, Some(Bitness::X86)),
+        Some((version, "x64")) => (version, Some(Bitness::X64)),
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    let (major, minor) = version.split_once('.')?;
+    let number = |n: &str| -> Option<u32> {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    };
+    Some((server, number(major)?, number(minor)?, bitness))
+}
+
 /// `ClientOS`: `Windows{Client|Server}_{major}.{minor}_{x86|x64}`. Any version
 /// is accepted, also one newer than every operating system known today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientOs {
     /// `Server` rather than `Client`.
     pub server: bool,
@@ -122,44 +174,113 @@ impl FromStr for ClientOs {
     type Err = QueryError;
 
     fn from_str(s: &str) -> Result<Self, QueryError> {
-        let bad = || {
-            QueryError(format!(
+        match parse_os(s) {
+            Some((server, major, minor, Some(bitness))) => Ok(ClientOs {
+                server,
+                major,
+                minor,
+                bitness,
+            }),
+            _ => Err(QueryError(format!(
                 "ClientOS {s:?} is not Windows{{Client|Server}}_MAJOR.MINOR_{{x86|x64}}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ClientOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        TargetOs::from(*self).fmt(f)
+    }
+}
+
+/// An operating system a package targets (AppxManifest.xml's
+/// `Prerequisites/appv:TargetOSes/appv:TargetOS`): `ClientOS`'s shape, the
+/// bitness optional (`WindowsClient_10.0` is either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TargetOs {
+    /// `Server` rather than `Client`.
+    pub server: bool,
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Bitness; `None` for either.
+    pub bitness: Option<Bitness>,
+}
+
+impl TargetOs {
+    /// Whether a client running `os` is one this target names (MS-VAPR
+    /// §3.1.5): the same kind (client or server), the same major and minor
+    /// version, and the same bitness unless the target names none.
+    pub fn matches(&self, os: &ClientOs) -> bool {
+        self.server == os.server
+            && self.major == os.major
+            && self.minor == os.minor
+            && self.bitness.is_none_or(|b| b == os.bitness)
+    }
+}
+
+impl From<ClientOs> for TargetOs {
+    fn from(os: ClientOs) -> Self {
+        TargetOs {
+            server: os.server,
+            major: os.major,
+            minor: os.minor,
+            bitness: Some(os.bitness),
+        }
+    }
+}
+
+impl FromStr for TargetOs {
+    type Err = QueryError;
+
+    fn from_str(s: &str) -> Result<Self, QueryError> {
+        let (server, major, minor, bitness) = parse_os(s).ok_or_else(|| {
+            QueryError(format!(
+                "target operating system {s:?} is not Windows{{Client|Server}}_MAJOR.MINOR with \
+                 an optional _x86 or _x64 (as in WindowsClient_10.0_x64)"
             ))
-        };
-        let rest = s.strip_prefix("Windows").ok_or_else(bad)?;
-        let (server, rest) = if let Some(rest) = rest.strip_prefix("Client_") {
-            (false, rest)
-        } else if let Some(rest) = rest.strip_prefix("Server_") {
-            (true, rest)
-        } else {
-            return Err(bad());
-        };
-        let (version, bitness) = rest.split_once('_').ok_or_else(bad)?;
-        let bitness = match bitness {
-            "x86" => Bitness::X86,
-            "x64" => Bitness::X64,
-            _ => return Err(bad()),
-        };
-        let (major, minor) = version.split_once('.').ok_or_else(bad)?;
-        let number = |n: &str| -> Result<u32, QueryError> {
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            n.parse().map_err(|_| bad())
-        };
-        Ok(ClientOs {
+        })?;
+        Ok(TargetOs {
             server,
-            major: number(major)?,
-            minor: number(minor)?,
+            major,
+            minor,
             bitness,
         })
     }
 }
 
+impl fmt::Display for TargetOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.server { "Server" } else { "Client" };
+        write!(f, "Windows{kind}_{}.{}", self.major, self.minor)?;
+        match self.bitness {
+            Some(b) => write!(f, "_{}", b.as_str()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a package whose manifest names `target_oses` is returned to a
+/// client running `os` (MS-VAPR §3.1.5): yes when it names none (every
+/// operating system), or when the client sent no `ClientOS` (nothing to
+/// compare with: a browser's plain `GET /` sees everything), or when one of
+/// them [matches](TargetOs::matches). A value that does not parse as a
+/// [`TargetOs`] (an operating system this server does not know, say) matches
+/// no client; it is kept in the Management DB as written and does not stop
+/// the package's import.
+pub fn runs_on(target_oses: &[String], os: Option<&ClientOs>) -> bool {
+    let Some(os) = os else { return true };
+    target_oses.is_empty()
+        || target_oses
+            .iter()
+            .any(|t| t.parse::<TargetOs>().is_ok_and(|t| t.matches(os)))
+}
+
 /// The GetPackage request's parameters; each may be absent (a browser's plain
 /// `GET /`), none may be malformed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ClientQuery {
     /// `ClientVersion`.
     pub version: Option<ClientVersion>,
@@ -175,6 +296,50 @@ impl ClientQuery {
             os: os.map(str::parse).transpose()?,
         })
     }
+}
+
+/// What of `receives` a client asking with `client` is given (MS-VAPR
+/// §3.1.5): the packages that [run on](runs_on) its operating system, and the
+/// connection groups it can still assemble from those (the rule of
+/// [`Catalog::receives`]: every required member's published version is among
+/// them). Borrowed when nothing is left out, as for a client that sends no
+/// `ClientOS` or a catalog whose packages name no operating system. Applying
+/// it to its own result changes nothing.
+///
+/// `ClientVersion` selects nothing: App-V 5 manifests carry no minimum client
+/// version, so every package's is 0, which §3.1.5 matches with every client.
+pub fn compatible<'a>(
+    catalog: &Catalog,
+    receives: &'a Entitlements,
+    client: &ClientQuery,
+) -> Cow<'a, Entitlements> {
+    let Some(os) = client.os.as_ref() else {
+        return Cow::Borrowed(receives);
+    };
+    let runs = |v: &VersionId| {
+        catalog
+            .package(*v)
+            .is_some_and(|p| runs_on(&p.version.target_oses, Some(os)))
+    };
+    if receives.packages.iter().all(runs) {
+        return Cow::Borrowed(receives);
+    }
+    let packages: BTreeSet<VersionId> = receives.packages.iter().copied().filter(runs).collect();
+    Cow::Owned(Entitlements {
+        connection_groups: receives
+            .connection_groups
+            .iter()
+            .copied()
+            .filter(|&g| catalog.assemblable(g, &packages))
+            .collect(),
+        user_configs: receives
+            .user_configs
+            .iter()
+            .filter(|(v, _)| packages.contains(v))
+            .map(|(v, choice)| (*v, choice.clone()))
+            .collect(),
+        packages,
+    })
 }
 
 /// Where a package version's file is: `content_base_url` (the content role or a
@@ -211,8 +376,15 @@ pub fn configuration_id(revision: i64) -> u16 {
     revision.rem_euclid(65_536) as u16
 }
 
-/// The publishing document for a client that receives `receives`.
-pub fn render(catalog: &Catalog, receives: &Entitlements, content_base_url: &str) -> String {
+/// The publishing document for a client that receives `receives` and asks
+/// with `client`: what of `receives` is [`compatible`] with it.
+pub fn render(
+    catalog: &Catalog,
+    receives: &Entitlements,
+    client: &ClientQuery,
+    content_base_url: &str,
+) -> String {
+    let receives = compatible(catalog, receives, client);
     let mut xml =
         String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Publishing Protocol=\"1.0\">");
     let packages: Vec<_> = receives
@@ -368,14 +540,17 @@ pub struct AnswerConnectionGroup {
     pub members: Vec<ConnectionGroupMember>,
 }
 
-/// The answer for a client that receives `receives`, with each package's URL
+/// The answer for a client that receives `receives` and asks with `client`
+/// (what of `receives` is [`compatible`] with it), with each package's URL
 /// under `content_base_url` and then under each of `mirrors`.
 pub fn answer(
     catalog: &Catalog,
     receives: &Entitlements,
+    client: &ClientQuery,
     content_base_url: &str,
     mirrors: &[String],
 ) -> PublishingAnswer {
+    let receives = compatible(catalog, receives, client);
     let packages = receives
         .packages
         .iter()
@@ -454,6 +629,12 @@ mod tests {
 
     const BASE: &str = "http://content.example:8083/";
 
+    /// A client that sends no `ClientOS`: nothing is left out for it.
+    const ANY: ClientQuery = ClientQuery {
+        version: None,
+        os: None,
+    };
+
     fn pid(n: u128) -> PackageId {
         PackageId(Uuid::from_u128(n))
     }
@@ -473,6 +654,7 @@ mod tests {
                 size: 1,
                 sha256: "0".repeat(64),
                 block_map_sha256: None,
+                target_oses: vec![],
                 applications: vec![],
             },
             deployment_config: None,
@@ -639,11 +821,11 @@ mod tests {
     #[test]
     fn two_users_in_nested_groups_and_a_machine_get_their_own_valid_documents() {
         let c = catalog();
-        let alice = render(&c, &c.receives(None, Some("alice")), BASE);
-        let bob = render(&c, &c.receives(None, Some("bob")), BASE);
-        let pc1 = render(&c, &c.receives(Some("pc1"), None), BASE);
-        let both = render(&c, &c.receives(Some("pc1"), Some("alice")), BASE);
-        let nobody = render(&c, &c.receives(None, Some("mallory")), BASE);
+        let alice = render(&c, &c.receives(None, Some("alice")), &ANY, BASE);
+        let bob = render(&c, &c.receives(None, Some("bob")), &ANY, BASE);
+        let pc1 = render(&c, &c.receives(Some("pc1"), None), &ANY, BASE);
+        let both = render(&c, &c.receives(Some("pc1"), Some("alice")), &ANY, BASE);
+        let nobody = render(&c, &c.receives(None, Some("mallory")), &ANY, BASE);
         for doc in [&alice, &bob, &pc1, &both, &nobody] {
             assert_valid(doc);
         }
@@ -748,10 +930,10 @@ mod tests {
     #[test]
     fn user_configurations_follow_deployment_configurations_and_validate() {
         let c = catalog_with_user_configs();
-        let alice = render(&c, &c.receives(None, Some("alice")), BASE);
-        let bob = render(&c, &c.receives(None, Some("bob")), BASE);
-        let pc1 = render(&c, &c.receives(Some("pc1"), None), BASE);
-        let both = render(&c, &c.receives(Some("pc1"), Some("bob")), BASE);
+        let alice = render(&c, &c.receives(None, Some("alice")), &ANY, BASE);
+        let bob = render(&c, &c.receives(None, Some("bob")), &ANY, BASE);
+        let pc1 = render(&c, &c.receives(Some("pc1"), None), &ANY, BASE);
+        let both = render(&c, &c.receives(Some("pc1"), Some("bob")), &ANY, BASE);
         for doc in [&alice, &bob, &pc1, &both] {
             assert_valid(doc);
             assert_appv_shaped(doc);
@@ -797,12 +979,153 @@ mod tests {
         let mut snapshot = catalog().snapshot().clone();
         snapshot.packages[0].version.block_map_sha256 = Some("ab".repeat(32));
         let c = Catalog::new(snapshot);
-        let a = answer(&c, &c.receives(None, Some("alice")), BASE, &[]);
+        let a = answer(&c, &c.receives(None, Some("alice")), &ANY, BASE, &[]);
         let json = serde_json::to_value(&a).unwrap();
         let packages = json["packages"].as_array().unwrap();
         assert_eq!(packages[0]["block_map_sha256"], "ab".repeat(32));
         // Absent (imported before schema version 2): left out.
         assert!(packages[1].get("block_map_sha256").is_none());
+    }
+
+    fn client(os: &str) -> ClientQuery {
+        ClientQuery::parse(Some("5.1.0.0"), Some(os)).unwrap()
+    }
+
+    /// Editor targets no operating system, Viewer `WindowsClient_10.0` (either
+    /// bitness), Notes `WindowsClient_10.0_x64`.
+    fn catalog_with_target_oses() -> Catalog {
+        let mut snapshot = catalog().snapshot().clone();
+        snapshot.packages[1].version.target_oses = vec!["WindowsClient_10.0".into()];
+        snapshot.packages[4].version.target_oses = vec!["WindowsClient_10.0_x64".into()];
+        Catalog::new(snapshot)
+    }
+
+    #[test]
+    fn packages_are_returned_only_to_the_operating_systems_they_target() {
+        let c = catalog_with_target_oses();
+        let alice = c.receives(None, Some("alice"));
+        let has = |doc: &str, n| doc.contains(&format!("VersionId=\"{}\" PackageUrl", vid(n)));
+        // (ClientOS, Editor, Viewer, Notes)
+        for (os, editor, viewer, notes) in [
+            ("WindowsClient_10.0_x64", true, true, true),
+            ("WindowsClient_10.0_x86", true, true, false),
+            ("WindowsServer_10.0_x64", true, false, false),
+            ("WindowsClient_6.1_x86", true, false, false),
+            ("WindowsClient_6.1_x64", true, false, false),
+        ] {
+            let doc = render(&c, &alice, &client(os), BASE);
+            assert_valid(&doc);
+            assert_appv_shaped(&doc);
+            assert_eq!(
+                (has(&doc, 1), has(&doc, 2), has(&doc, 5)),
+                (editor, viewer, notes),
+                "{os}:\n{doc}"
+            );
+            // Viewer is an optional member: the group stays without it.
+            assert!(doc.contains("<Groups>"), "{os}");
+            let json = answer(&c, &alice, &client(os), BASE, &[]);
+            let ids: Vec<_> = json.packages.iter().map(|p| p.version_id).collect();
+            let want: Vec<_> = [(1, editor), (2, viewer), (5, notes)]
+                .into_iter()
+                .filter(|(_, there)| *there)
+                .map(|(n, _)| vid(n))
+                .collect();
+            assert_eq!(ids, want, "{os}");
+            assert_eq!(json.connection_groups.len(), 1, "{os}");
+        }
+        // No ClientOS (a browser; ClientVersion alone selects nothing): everything.
+        for query in [ANY, ClientQuery::parse(Some("5.0.0.0"), None).unwrap()] {
+            let doc = render(&c, &alice, &query, BASE);
+            assert_eq!(doc, render(&catalog(), &alice, &ANY, BASE));
+            assert!(has(&doc, 1) && has(&doc, 2) && has(&doc, 5));
+            assert!(matches!(compatible(&c, &alice, &query), Cow::Borrowed(_)));
+        }
+    }
+
+    #[test]
+    fn a_connection_group_whose_required_member_is_left_out_is_left_out() {
+        let mut snapshot = catalog_with_target_oses().snapshot().clone();
+        // Editor, the group's required member: a server OS, and one this
+        // server does not know (which matches nothing and breaks nothing).
+        snapshot.packages[0].version.target_oses =
+            vec!["WindowsServer_6.3_x64".into(), "Windows_Future_2030".into()];
+        let c = Catalog::new(snapshot);
+        let alice = c.receives(None, Some("alice"));
+        assert!(!alice.connection_groups.is_empty());
+
+        let doc = render(&c, &alice, &client("WindowsClient_10.0_x64"), BASE);
+        assert_valid(&doc);
+        assert_eq!(assert_appv_shaped(&doc), ["Packages", "NoGroup"]);
+        assert!(!doc.contains(&vid(1).to_string()) && !doc.contains("R&amp;D"));
+        // Viewer is outside every group it is given with now.
+        assert!(doc.contains(&format!(
+            "<NoGroup><Package PackageId=\"{}\"/><Package PackageId=\"{}\"/></NoGroup>",
+            pid(2),
+            pid(5)
+        )));
+        let json = answer(&c, &alice, &client("WindowsClient_10.0_x64"), BASE, &[]);
+        assert!(json.connection_groups.is_empty());
+        assert_eq!(json.packages.len(), 2);
+
+        // On the server OS it names, Editor and its group are back.
+        let server = client("WindowsServer_6.3_x64");
+        let doc = render(&c, &alice, &server, BASE);
+        assert_valid(&doc);
+        let has = |n| doc.contains(&format!("VersionId=\"{}\" PackageUrl", vid(n)));
+        assert!(has(1) && !has(2) && !has(5) && doc.contains("<Groups>"));
+
+        // Filtering what was filtered leaves it as it is.
+        let once = compatible(&c, &alice, &client("WindowsClient_10.0_x64")).into_owned();
+        let twice = compatible(&c, &once, &client("WindowsClient_10.0_x64"));
+        assert!(matches!(twice, Cow::Borrowed(_)));
+        assert_eq!(*twice, once);
+    }
+
+    #[test]
+    fn target_oses_are_client_os_with_an_optional_bitness() {
+        let any = "WindowsClient_10.0".parse::<TargetOs>().unwrap();
+        assert_eq!(
+            any,
+            TargetOs {
+                server: false,
+                major: 10,
+                minor: 0,
+                bitness: None
+            }
+        );
+        let x64: ClientOs = "WindowsClient_10.0_x64".parse().unwrap();
+        let x86: ClientOs = "WindowsClient_10.0_x86".parse().unwrap();
+        assert!(any.matches(&x64) && any.matches(&x86));
+        let only: TargetOs = "WindowsClient_10.0_x64".parse().unwrap();
+        assert!(only.matches(&x64) && !only.matches(&x86));
+        assert!(!only.matches(&"WindowsServer_10.0_x64".parse().unwrap()));
+        assert!(!only.matches(&"WindowsClient_6.1_x64".parse().unwrap()));
+        for shown in [
+            "WindowsClient_10.0",
+            "WindowsServer_6.3_x86",
+            "WindowsClient_6.1_x64",
+        ] {
+            assert_eq!(shown.parse::<TargetOs>().unwrap().to_string(), shown);
+        }
+        assert_eq!(x64.to_string(), "WindowsClient_10.0_x64");
+        for bad in [
+            "WindowsClient_10.0_arm64",
+            "WindowsClient_10",
+            "WindowsClient_10.0_",
+            "Windows_Future_2030",
+            "",
+        ] {
+            assert!(bad.parse::<TargetOs>().is_err(), "{bad}");
+        }
+        // A package: no targets is every OS; unknown ones match nothing; no
+        // ClientOS is every package.
+        assert!(runs_on(&[], Some(&x86)));
+        assert!(!runs_on(&["Windows_Future_2030".into()], Some(&x64)));
+        assert!(runs_on(&["Windows_Future_2030".into()], None));
+        assert!(runs_on(
+            &["nonsense".into(), "WindowsClient_10.0_x86".into()],
+            Some(&x86)
+        ));
     }
 
     #[test]

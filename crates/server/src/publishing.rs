@@ -7,11 +7,14 @@
 //! adds the user's (an unknown user adds nothing). No credential is `401`, a
 //! malformed `ClientVersion` or `ClientOS` `400`. The answer is the publishing
 //! document ([`avail_model::publishing`]) as `text/xml` with `Cache-Control:
-//! no-cache`. With `Accept: application/json` it is the same answer for
-//! Avail clients ([`avail_model::publishing::answer`]: every content URL of
-//! each package, the base then each `[publishing] content_mirrors` entry, and
-//! the catalog sequence) with an `ETag`, the SHA-256 of the body; a request
-//! whose `If-None-Match` names it gets `304` with no body.
+//! no-cache`, without the packages whose manifests name operating systems
+//! other than the `ClientOS` (and the connection groups that need them; a
+//! request without `ClientOS` gets them all). With `Accept: application/json`
+//! it is the same answer for Avail clients
+//! ([`avail_model::publishing::answer`]: every content URL of each package,
+//! the base then each `[publishing] content_mirrors` entry, and the catalog
+//! sequence) with an `ETag`, the SHA-256 of the body; a request whose
+//! `If-None-Match` names it gets `304` with no body.
 //!
 //! The configurations the document points to are served beside it, with the
 //! same credentials and from the same catalog: `GET
@@ -27,16 +30,20 @@
 //! ([`follow`] reads its change sequence every 100 ms), or, on a node configured with
 //! management URLs, when a management server sends a newer one
 //! ([`crate::catalog_sync`]); it is never replaced by an older one.
-//! Each catalog carries a cache of rendered documents per entitlement set, so
-//! a refresh costs a lookup, not a rendering, whatever the directory's size;
-//! a new catalog starts with an empty cache.
+//! Each catalog carries a cache of rendered documents per entitlement set a
+//! client is given (its entitlements less what its `ClientOS` does not run),
+//! found again by the machine's and user's shared sets and the `ClientOS`
+//! ([`RequestKey`]; the `ClientOS` only when some package of the catalog names
+//! an operating system), so a refresh costs two lookups and one hash, not a
+//! rendering, whatever the directory's size; a new catalog starts with an
+//! empty cache. The configurations are not filtered by `ClientOS`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use avail_model::catalog::{Catalog, Entitlements};
-use avail_model::publishing::{ClientQuery, answer, render};
+use avail_model::publishing::{ClientOs, ClientQuery, answer, compatible, render};
 use avail_model::{Principal, VersionId};
 use avail_store::{ManagementStore, StoreError};
 use axum::Router;
@@ -64,14 +71,24 @@ const USER_HEADER: &str = "avail-user";
 /// two lookups and the hash of two numbers: no union of sets, no hash of one.
 type PrincipalsKey = (usize, usize);
 
+/// What an answer is found again by: the [`PrincipalsKey`] and the client's
+/// `ClientOS` (`None` when it sent none, or when no package of the catalog
+/// names an operating system, so that every `ClientOS` shares one entry).
+type RequestKey = (PrincipalsKey, Option<ClientOs>);
+
 /// A catalog being served, with the documents and JSON answers rendered from
-/// it: once per entitlement set, and found again by the principals asking.
+/// it: once per entitlement set a client is given (what
+/// [`avail_model::publishing::compatible`] leaves of its entitlements for its
+/// `ClientOS`), and found again by the principals and `ClientOS` asking.
 struct Published {
     catalog: Catalog,
+    /// Whether any package names the operating systems it targets; when none
+    /// does, `ClientOS` selects nothing.
+    os_matters: bool,
     documents: Mutex<HashMap<Entitlements, Bytes>>,
     answers: Mutex<HashMap<Entitlements, (Bytes, HeaderValue)>>,
-    documents_by_principals: Mutex<HashMap<PrincipalsKey, Bytes>>,
-    answers_by_principals: Mutex<HashMap<PrincipalsKey, (Bytes, HeaderValue)>>,
+    documents_by_request: Mutex<HashMap<RequestKey, Bytes>>,
+    answers_by_request: Mutex<HashMap<RequestKey, (Bytes, HeaderValue)>>,
 }
 
 /// `cache`'s entry for `key`, made by `make` once; past
@@ -100,32 +117,49 @@ fn cached<K: std::hash::Hash + Eq + Clone, V: Clone>(
 
 impl Published {
     fn new(catalog: Catalog) -> Self {
+        let os_matters = catalog
+            .snapshot()
+            .packages
+            .iter()
+            .any(|p| !p.version.target_oses.is_empty());
         Published {
             catalog,
+            os_matters,
             documents: Mutex::default(),
             answers: Mutex::default(),
-            documents_by_principals: Mutex::default(),
-            answers_by_principals: Mutex::default(),
+            documents_by_request: Mutex::default(),
+            answers_by_request: Mutex::default(),
         }
     }
 
-    /// The [`PrincipalsKey`] of a machine and the user it speaks for.
-    fn key(&self, machine: &str, user: Option<&str>) -> PrincipalsKey {
+    /// The [`RequestKey`] of a machine, the user it speaks for and the
+    /// client's parameters.
+    fn key(&self, machine: &str, user: Option<&str>, client: &ClientQuery) -> RequestKey {
         let set = |principal| Arc::as_ptr(&self.catalog.entitlements_of(&principal)) as usize;
         (
-            set(Principal::Machine(machine.into())),
-            user.map_or(0, |u| set(Principal::User(u.into()))),
+            (
+                set(Principal::Machine(machine.into())),
+                user.map_or(0, |u| set(Principal::User(u.into()))),
+            ),
+            client.os.filter(|_| self.os_matters),
         )
     }
 
     /// The document for a machine and the user it speaks for.
-    fn document_for(&self, machine: &str, user: Option<&str>, content_base_url: &str) -> Bytes {
+    fn document_for(
+        &self,
+        machine: &str,
+        user: Option<&str>,
+        client: &ClientQuery,
+        content_base_url: &str,
+    ) -> Bytes {
         cached(
-            &self.documents_by_principals,
-            &self.key(machine, user),
+            &self.documents_by_request,
+            &self.key(machine, user, client),
             || {
                 let receives = self.catalog.receives(Some(machine), user);
-                self.document(&receives, content_base_url)
+                let given = compatible(&self.catalog, &receives, client);
+                self.document(&given, content_base_url)
             },
         )
     }
@@ -135,29 +169,44 @@ impl Published {
         &self,
         machine: &str,
         user: Option<&str>,
+        client: &ClientQuery,
         content: &ContentUrls,
     ) -> (Bytes, HeaderValue) {
         cached(
-            &self.answers_by_principals,
-            &self.key(machine, user),
+            &self.answers_by_request,
+            &self.key(machine, user, client),
             || {
                 let receives = self.catalog.receives(Some(machine), user);
-                self.answer(&receives, content)
+                let given = compatible(&self.catalog, &receives, client);
+                self.answer(&given, content)
             },
         )
     }
 
-    /// The document for `receives`, rendered once per catalog.
-    fn document(&self, receives: &Entitlements, content_base_url: &str) -> Bytes {
-        cached(&self.documents, receives, || {
-            Bytes::from(render(&self.catalog, receives, content_base_url))
+    /// The document for a client given `given` (already [`compatible`] with
+    /// it, so rendered for any `ClientOS`), rendered once per catalog.
+    fn document(&self, given: &Entitlements, content_base_url: &str) -> Bytes {
+        cached(&self.documents, given, || {
+            Bytes::from(render(
+                &self.catalog,
+                given,
+                &ClientQuery::default(),
+                content_base_url,
+            ))
         })
     }
 
-    /// The JSON answer for `receives` and its ETag, made once per catalog.
-    fn answer(&self, receives: &Entitlements, content: &ContentUrls) -> (Bytes, HeaderValue) {
-        cached(&self.answers, receives, || {
-            let value = answer(&self.catalog, receives, &content.base, &content.mirrors);
+    /// The JSON answer for a client given `given` (already [`compatible`]
+    /// with it) and its ETag, made once per catalog.
+    fn answer(&self, given: &Entitlements, content: &ContentUrls) -> (Bytes, HeaderValue) {
+        cached(&self.answers, given, || {
+            let value = answer(
+                &self.catalog,
+                given,
+                &ClientQuery::default(),
+                &content.base,
+                &content.mirrors,
+            );
             let body = serde_json::to_vec(&value).expect("an answer always serialises");
             let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
             let etag = HeaderValue::try_from(etag).expect("hex in quotes is a header value");
@@ -402,12 +451,12 @@ async fn get_package(
     Query(query): Query<GetPackageQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    ClientQuery::parse(query.client_version.as_deref(), query.client_os.as_deref())
+    let client = ClientQuery::parse(query.client_version.as_deref(), query.client_os.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let user = user_of(&headers)?;
     let published = state.published();
     if !wants_json(&headers) {
-        let document = published.document_for(&machine.name, user, &state.content.base);
+        let document = published.document_for(&machine.name, user, &client, &state.content.base);
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/xml"),
@@ -418,7 +467,7 @@ async fn get_package(
         )
             .into_response());
     }
-    let (body, etag) = published.answer_for(&machine.name, user, &state.content);
+    let (body, etag) = published.answer_for(&machine.name, user, &client, &state.content);
     let common = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::VARY, HeaderValue::from_static("Accept")),
@@ -481,6 +530,7 @@ mod tests {
                 size: 1,
                 sha256: "0".repeat(64),
                 block_map_sha256: None,
+                target_oses: vec![],
                 applications: vec![],
             },
             deployment_config: None,
@@ -589,6 +639,74 @@ mod tests {
         assert!(body.contains("00000000-0000-0000-0000-000000000002"));
         state.replace(catalog(4, vec![]));
         assert_eq!(state.sequence(), 5);
+    }
+
+    #[tokio::test]
+    async fn two_client_oses_get_two_documents_from_one_machine() {
+        // P1 for every OS, P2 for 64-bit Windows 10 clients, P3 for Windows
+        // Server 2012 R2 of either bitness; all to pc1's group.
+        let mut p2 = package(2, "lab");
+        p2.version.target_oses = vec!["WindowsClient_10.0_x64".into()];
+        let mut p3 = package(3, "lab");
+        p3.version.target_oses = vec!["WindowsServer_6.3".into()];
+        let state = PublishingState::new(
+            catalog(3, vec![package(1, "lab"), p2, p3]),
+            ContentUrls {
+                base: "http://content:8083".into(),
+                mirrors: vec![],
+            },
+        );
+        let router = router(state.clone());
+        let bearer = [("authorization", "Bearer secret")];
+        let json = [bearer[0], ("accept", "application/json")];
+        let has = |doc: &str, n: u128| doc.contains(&format!("0000-00000000000{n}/"));
+        let uri = |os: &str| format!("/?ClientVersion=5.1.0.0&ClientOS={os}");
+
+        let (status, _, client) = get(&router, &uri("WindowsClient_10.0_x64"), &bearer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            has(&client, 1) && has(&client, 2) && !has(&client, 3),
+            "{client}"
+        );
+        let (status, _, server) = get(&router, &uri("WindowsServer_6.3_x86"), &bearer).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            has(&server, 1) && !has(&server, 2) && has(&server, 3),
+            "{server}"
+        );
+        // Each again, from the caches: the same.
+        assert_eq!(
+            get(&router, &uri("WindowsClient_10.0_x64"), &bearer)
+                .await
+                .2,
+            client
+        );
+        assert_eq!(
+            get(&router, &uri("WindowsServer_6.3_x86"), &bearer).await.2,
+            server
+        );
+        // A 32-bit Windows 10 gets what every OS gets; no ClientOS, everything.
+        let (_, _, x86) = get(&router, &uri("WindowsClient_10.0_x86"), &bearer).await;
+        assert!(has(&x86, 1) && !has(&x86, 2) && !has(&x86, 3), "{x86}");
+        let (_, _, all) = get(&router, "/?ClientVersion=5.1.0.0", &bearer).await;
+        assert!(has(&all, 1) && has(&all, 2) && has(&all, 3), "{all}");
+
+        // The JSON answers (and so their ETags) differ the same way.
+        let (_, client_headers, client_json) =
+            get(&router, &uri("WindowsClient_10.0_x64"), &json).await;
+        let (_, server_headers, server_json) =
+            get(&router, &uri("WindowsServer_6.3_x64"), &json).await;
+        assert_ne!(client_headers[header::ETAG], server_headers[header::ETAG]);
+        let ids = |body: &str| -> Vec<u128> {
+            let answer: PublishingAnswer = serde_json::from_str(body).unwrap();
+            answer
+                .packages
+                .iter()
+                .map(|p| p.package_id.0.as_u128())
+                .collect()
+        };
+        assert_eq!(ids(&client_json), [1, 2]);
+        assert_eq!(ids(&server_json), [1, 3]);
     }
 
     #[tokio::test]

@@ -206,6 +206,27 @@ enum Backend<'a> {
     Postgres(&'a str),
 }
 
+/// `NewPackageVersion::target_oses` as both backends' `target_oses` column
+/// holds it (schema version 2): a JSON array of the strings, NULL for none.
+fn target_oses_to_column(target_oses: &[String]) -> Option<String> {
+    (!target_oses.is_empty())
+        .then(|| serde_json::to_string(target_oses).expect("strings always serialise"))
+}
+
+/// The `target_oses` column of a package version as
+/// `NewPackageVersion::target_oses`: NULL (and, for safety, an empty text) is
+/// none.
+fn target_oses_from_column(column: Option<String>) -> Result<Vec<String>> {
+    match column.as_deref().map(str::trim) {
+        None | Some("") => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            StoreError::Internal(format!(
+                "a package version's target_oses {json:?} is not a JSON array of strings: {e}"
+            ))
+        }),
+    }
+}
+
 fn backend(url: &str) -> Result<Backend<'_>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres(url))

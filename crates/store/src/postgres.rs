@@ -276,7 +276,7 @@ impl PgManagement {
     }
 }
 
-const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256";
+const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256, target_oses";
 
 async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<PackageVersion, E> {
     let version_id: Uuid = row.get(0);
@@ -303,6 +303,7 @@ async fn read_version(c: &impl GenericClient, row: &Row) -> std::result::Result<
             size: row.get::<_, i64>(5) as u64,
             sha256: row.get(6),
             block_map_sha256: row.get(10),
+            target_oses: crate::target_oses_from_column(row.get(11))?,
             applications,
         },
         published: row.get(7),
@@ -426,9 +427,9 @@ async fn insert_version(
     )
     .await?;
     tx.execute(
-        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, $9)",
-        &[&v.version_id.0, &v.package_id.0, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now, &v.block_map_sha256],
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256, target_oses)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8, $9, $10)",
+        &[&v.version_id.0, &v.package_id.0, &v.name, &v.version, &v.content_path, &(v.size as i64), &v.sha256, &now, &v.block_map_sha256, &crate::target_oses_to_column(&v.target_oses)],
     )
     .await?;
     for (i, app) in v.applications.iter().enumerate() {

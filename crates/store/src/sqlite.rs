@@ -218,7 +218,7 @@ impl SqliteManagement {
     }
 }
 
-const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256";
+const VERSION_COLUMNS: &str = "version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256, target_oses";
 
 fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVersion> {
     let version_id: VersionId = uuid(row.get(0)?)?;
@@ -244,6 +244,7 @@ fn read_version(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<PackageVer
             size: row.get::<_, i64>(5)? as u64,
             sha256: row.get(6)?,
             block_map_sha256: row.get(10)?,
+            target_oses: crate::target_oses_from_column(row.get(11)?)?,
             applications,
         },
         published: row.get(7)?,
@@ -360,8 +361,8 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
         params![v.package_id.to_string(), now],
     )?;
     tx.execute(
-        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9)",
+        "INSERT INTO package_versions (version_id, package_id, name, version, content_path, size, sha256, published, created_at, updated_at, block_map_sha256, target_oses)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8, ?9, ?10)",
         params![
             v.version_id.to_string(),
             v.package_id.to_string(),
@@ -371,7 +372,8 @@ fn insert_version(tx: &Transaction<'_>, v: &NewPackageVersion) -> Result<Added<P
             v.size as i64,
             v.sha256,
             now,
-            v.block_map_sha256
+            v.block_map_sha256,
+            crate::target_oses_to_column(&v.target_oses)
         ],
     )?;
     for (i, app) in v.applications.iter().enumerate() {

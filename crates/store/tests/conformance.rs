@@ -26,6 +26,7 @@ fn version(package_id: PackageId, n: u128, name: &str) -> NewPackageVersion {
         size: 1000 + n as u64,
         sha256: format!("{n:064x}"),
         block_map_sha256: Some(format!("{:064x}", 0xb10c_0000 + n)),
+        target_oses: vec![],
         applications: vec![
             Application {
                 id: "main".into(),
@@ -1480,6 +1481,7 @@ conformance! {
         a_group_in_use_is_deleted_only_by_force,
         catalog_snapshot_is_whole,
         configuration_revisions_grow_with_each_set,
+        target_oses_round_trip,
     ],
     reporting: [
         reporting,
@@ -1509,6 +1511,47 @@ async fn sqlite_reopening_finds_the_data_and_the_schema() {
             .installed,
         2
     );
+}
+
+/// A version's target operating systems round-trip, in order and as written
+/// (unknown and odd values too), through every way a version is read: by id,
+/// in a list and in the catalog; none is none.
+async fn target_oses_round_trip(db: Arc<dyn ManagementStore>) {
+    let pkg = PackageId(Uuid::from_u128(0x05));
+    let mut v1 = version(pkg, 1, "Targeted");
+    v1.target_oses = vec![
+        "WindowsClient_10.0_x64".into(),
+        "WindowsServer_6.3".into(),
+        "Windows \"Future\", [2030]\u{1}".into(),
+    ];
+    let v2 = version(pkg, 2, "Targeted");
+    for v in [&v1, &v2] {
+        let added = db.add_package_version(v.clone()).await.unwrap();
+        assert_eq!(&added.value.package, v);
+        // Imported again: the same row, targets included.
+        let again = db.add_package_version(v.clone()).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(&again.value.package, v);
+    }
+    for v in [&v1, &v2] {
+        let read = db.package_version(v.version_id).await.unwrap().package;
+        assert_eq!(read.target_oses, v.target_oses);
+    }
+    let listed = db
+        .list_package_versions(&PackageFilter::default())
+        .await
+        .unwrap();
+    let targets = |id: VersionId| {
+        listed
+            .iter()
+            .find(|l| l.package.version_id == id)
+            .map(|l| l.package.target_oses.clone())
+    };
+    assert_eq!(targets(v1.version_id), Some(v1.target_oses.clone()));
+    assert_eq!(targets(v2.version_id), Some(vec![]));
+    db.set_published(v1.version_id, true).await.unwrap();
+    let snapshot = db.catalog_snapshot().await.unwrap();
+    assert_eq!(snapshot.packages[0].version, v1);
 }
 
 /// Every set of a deployment or user configuration gives it a higher revision,
@@ -1693,6 +1736,7 @@ async fn assert_upgraded(url: &str) {
     let old = VersionId(Uuid::from_u128(0x01d1));
     let p = db.catalog_snapshot().await.unwrap().packages.remove(0);
     assert_eq!(p.version.block_map_sha256, None);
+    assert!(p.version.target_oses.is_empty());
     let set_at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
     let config = p.deployment_config.unwrap();
     assert_eq!(config.revision, (set_at.timestamp() / 60) % 65_536);

@@ -32,6 +32,7 @@ fn version(i: usize) -> NewPackageVersion {
         size: i as u64,
         sha256: format!("{i:064x}"),
         block_map_sha256: None,
+        target_oses: vec![],
         applications: vec![],
     }
 }

@@ -1,11 +1,18 @@
--- Avail Management DB, schema version 2 (PostgreSQL): the block map's digest per
--- package version, and a revision for every deployment and user configuration.
+-- Avail Management DB, schema version 2 (PostgreSQL): the block map's digest and the
+-- target operating systems of each package version, and a revision for every
+-- deployment and user configuration.
 -- Run after 001_initial.sql (see sql/README.md); `avail db install` upgrades a
 -- version 1 database with it.
 
 -- SHA-256 (hex) of the uncompressed AppxBlockMap.xml; NULL for versions
 -- imported before version 2.
 ALTER TABLE package_versions ADD COLUMN block_map_sha256 text;
+
+-- The operating systems the package targets, from its manifest
+-- (Prerequisites/appv:TargetOSes/appv:TargetOS, such as "WindowsClient_10.0_x64"),
+-- as a JSON array of strings; NULL for every operating system (and for
+-- versions imported before version 2).
+ALTER TABLE package_versions ADD COLUMN target_oses text;
 
 -- Each set of a version's deployment configuration or of one of its user
 -- configurations increments this counter and stamps the configuration with its

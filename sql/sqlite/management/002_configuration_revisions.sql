@@ -1,10 +1,17 @@
--- Avail Management DB, schema version 2 (SQLite): the block map's digest per
--- package version, and a revision for every deployment and user configuration.
+-- Avail Management DB, schema version 2 (SQLite): the block map's digest and the
+-- target operating systems of each package version, and a revision for every
+-- deployment and user configuration.
 -- `avail db install` (or Avail's own start) applies it to a version 1 database.
 
 -- SHA-256 (hex) of the uncompressed AppxBlockMap.xml; NULL for versions
 -- imported before version 2.
 ALTER TABLE package_versions ADD COLUMN block_map_sha256 text;
+
+-- The operating systems the package targets, from its manifest
+-- (Prerequisites/appv:TargetOSes/appv:TargetOS, such as "WindowsClient_10.0_x64"),
+-- as a JSON array of strings; NULL for every operating system (and for
+-- versions imported before version 2).
+ALTER TABLE package_versions ADD COLUMN target_oses text;
 
 -- Each set of a version's deployment configuration or of one of its user
 -- configurations increments this counter and stamps the configuration with its

@@ -267,6 +267,7 @@ pub(crate) fn verify_file(path: &Path, sha256: String, size: u64) -> ApiResult<N
         size,
         sha256,
         block_map_sha256: Some(block_map_sha256),
+        target_oses: m.target_oses.clone(),
         applications: m
             .applications
             .iter()
@@ -802,6 +803,32 @@ pub(crate) fn quarantine(root: &Path, into: &Path, rel: &str) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An import records the operating systems the manifest targets, as
+    /// written (one no server knows too), and none for a package without.
+    #[test]
+    fn an_import_records_the_target_oses() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("opt/x")).unwrap();
+        std::fs::write(tree.join("opt/x/data"), b"x").unwrap();
+        for targets in [
+            vec![],
+            vec![
+                "WindowsClient_10.0_x64".to_owned(),
+                "Windows_Next".to_owned(),
+            ],
+        ] {
+            let file = dir.path().join("x.appv");
+            let options = avail_format::PackOptions {
+                target_oses: targets.clone(),
+                ..Default::default()
+            };
+            avail_format::pack(&tree, &file, &options, &NoProgress).unwrap();
+            let version = verify_file(&file, "0".repeat(64), 1).unwrap();
+            assert_eq!(version.target_oses, targets);
+        }
+    }
 
     /// An import records the SHA-256 of the uncompressed `AppxBlockMap.xml`,
     /// the same as `unzip` gives for that part.

@@ -95,6 +95,7 @@ mod tests {
                 size: 1,
                 sha256: "0".repeat(64),
                 block_map_sha256: None,
+                target_oses: vec![],
                 applications: vec![Application {
                     id: "editor".into(),
                     target: Some("/opt/editor/bin/editor".into()),
