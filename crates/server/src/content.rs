@@ -11,7 +11,12 @@
 //! client that fails over between an Avail node and an nginx mirror of the same
 //! share keeps its `If-Range` resumes working. `If-Match`,
 //! `If-Unmodified-Since` (→ 412), `If-None-Match`, `If-Modified-Since` (→ 304)
-//! and `If-Range` are evaluated in the order of RFC 9110 §13.2.2.
+//! and `If-Range` are evaluated in the order of RFC 9110 §13.2.2. Package files
+//! (`packages/<PackageId>/<VersionId>.appv`, both GUIDs) are immutable — a
+//! VersionId is always the same bytes — and say so (`Cache-Control: public,
+//! max-age=31536000, immutable`), so an HTTP cache such as nginx `proxy_cache`
+//! or squid can sit between clients and the store; nothing else gets a
+//! `Cache-Control`.
 //!
 //! Policy choices, each one what nginx or Apache also do:
 //! * a malformed `Range`, a unit other than `bytes`, more than [`MAX_RANGES`]
@@ -475,6 +480,10 @@ struct Entry {
     etag: HeaderValue,
     last_modified: HeaderValue,
     content_type: &'static str,
+    /// A package file (`packages/<PackageId>/<VersionId>.appv`): immutable,
+    /// since a VersionId is always the same bytes, so any HTTP cache may keep
+    /// it for good ([`IMMUTABLE`]).
+    immutable: bool,
     /// When the path was last checked (`lstat`s, `open`).
     checked: Instant,
     /// When a request last used the entry, in milliseconds since the cache's
@@ -703,6 +712,7 @@ fn open(
         _ => "application/octet-stream",
     };
     Ok(Entry {
+        immutable: is_package_file(rel),
         identity,
         data,
         len,
@@ -956,13 +966,36 @@ fn stream(file: Arc<File>, parts: Vec<Part>) -> Body {
     Body::from_stream(chunks)
 }
 
-/// A bodiless response carrying the file's validators and `Accept-Ranges`.
+/// `Cache-Control` of package files: a VersionId is always the same file, so
+/// an HTTP cache between clients and the store (nginx `proxy_cache`, squid)
+/// may keep it a year without asking again.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Whether `rel` is where the management role stores a package version:
+/// `packages/<PackageId>/<VersionId>.appv`.
+fn is_package_file(rel: &Path) -> bool {
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(Some("packages")), Some(Some(package)), Some(Some(file)), None)
+            if uuid::Uuid::parse_str(package).is_ok()
+                && file
+                    .strip_suffix(".appv")
+                    .is_some_and(|version| uuid::Uuid::parse_str(version).is_ok())
+    )
+}
+
+/// A bodiless response carrying the file's validators and `Accept-Ranges`
+/// (and, for a package file, its [`IMMUTABLE`] `Cache-Control`).
 fn validators(status: StatusCode, rep: &Entry) -> Response {
     let mut response = empty(status);
     let h = response.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, rep.etag.clone());
     h.insert(header::LAST_MODIFIED, rep.last_modified.clone());
+    if rep.immutable {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    }
     response
 }
 

@@ -938,3 +938,44 @@ async fn more_files_than_the_cache_holds() {
         }
     }
 }
+
+/// Package files (`packages/<PackageId>/<VersionId>.appv`) never change, so
+/// every answer for one — whole, a range, a 304 — tells HTTP caches to keep it;
+/// anything else in the store gets no `Cache-Control` at all.
+#[tokio::test]
+async fn package_files_are_immutable_for_http_caches() {
+    let s = store();
+    let package =
+        "packages/1a2ad958-75d0-440b-9e6b-1d5e119713ee/466ada43-2c70-4757-ae56-9dc9919cf7b2.appv";
+    std::fs::create_dir_all(s.root.join(package).parent().unwrap()).unwrap();
+    std::fs::write(s.root.join(package), &s.small).unwrap();
+    std::fs::create_dir_all(s.root.join("packages/not-a-guid")).unwrap();
+    std::fs::write(s.root.join("packages/not-a-guid/x.appv"), b"x").unwrap();
+    let app = content::router(s.root.clone());
+    let immutable = "public, max-age=31536000, immutable";
+
+    let whole = get(&app, &format!("/{package}"), &[]).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.header(header::CACHE_CONTROL), immutable);
+    let range = get(&app, &format!("/{package}"), &[("range", "bytes=0-99")]).await;
+    assert_eq!(range.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.header(header::CACHE_CONTROL), immutable);
+    let etag = whole.header(header::ETAG).to_owned();
+    let again = get(&app, &format!("/{package}"), &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.header(header::CACHE_CONTROL), immutable);
+
+    for other in [
+        "/pkg/app.appv",
+        "/pkg/notes.txt",
+        "/packages/not-a-guid/x.appv",
+    ] {
+        let reply = get(&app, other, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{other}");
+        assert!(
+            !reply.headers.contains_key(header::CACHE_CONTROL),
+            "{other}: {:?}",
+            reply.headers
+        );
+    }
+}
