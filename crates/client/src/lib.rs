@@ -2,8 +2,12 @@
 //! content-addressed block cache on disk under a hard quota ([`cache`]) and a
 //! streaming engine that fetches byte ranges of package files from several
 //! content mirrors with timeouts, retries and failover, and hands out only
-//! blocks whose SHA-256 matches the block map ([`fetch`]). The daemon, the
-//! publishing refresh and the FUSE mounts of issue 11 are built on these two.
+//! blocks whose SHA-256 matches the block map ([`fetch`]); and the read path
+//! that joins them for one package version ([`blocks`]: byte ranges of its
+//! files from the cache, missing blocks fetched coalesced with read-ahead,
+//! Shared Content Store mode, the cached percentage). The daemon, the
+//! publishing refresh and the FUSE mounts of issue 11 are built on these.
 
+pub mod blocks;
 pub mod cache;
 pub mod fetch;

@@ -1,0 +1,657 @@
+//! The read path of one package version: byte ranges of its files served
+//! from the block cache, the missing blocks fetched by the streaming engine.
+//!
+//! A [`PackageReader`] joins a [`RemotePackage`] (the package's structure and
+//! verified, coalesced block fetches, [`crate::fetch`]) and the stores
+//! ([`crate::cache`]). It answers what a FUSE read asks — bytes
+//! `[offset, offset + len)` of file `F` ([`PackageReader::read`], and
+//! [`PackageReader::read_blocking`] for FUSE worker threads):
+//!
+//! 1. The range becomes blocks ([`blocks_of`]), clipped to the file's end.
+//! 2. Each block is looked up by its SHA-256 from the block map, on disk first,
+//!    then in the memory cache (Shared Content Store mode). A block is shared
+//!    by every file, package and version that has the same bytes, so an
+//!    upgrade fetches only the blocks whose hash is not cached.
+//! 3. The file's [`ReadAhead`] (one per file, behind a mutex) records the read
+//!    and names the blocks to fetch ahead.
+//! 4. The missing blocks, read-ahead included, are grouped into runs of
+//!    adjacent blocks. A run that holds a block the read needs is fetched now,
+//!    in one coalesced request ([`RemotePackage::blocks`]) — read-ahead blocks
+//!    adjacent to a missing block ride along in the same request. A run made
+//!    only of read-ahead blocks (the read itself was a cache hit) is fetched
+//!    in the background on the fetcher's runtime; the read does not wait for
+//!    it. Every fetched block goes to the cache; the blocks the read needs are
+//!    inserted before it returns, read-ahead blocks on a blocking thread.
+//! 5. The answer is sliced out of the blocks.
+//!
+//! # One fetch per block
+//!
+//! A block being fetched is registered by hash (an *in-flight* entry) until
+//! it is in the cache. A read that needs a block someone else is fetching
+//! (another FUSE thread, a background read-ahead) waits for that fetch and
+//! takes the block from the cache; if it is not there afterwards (the fetch
+//! failed, or a full store refused it) the read fetches it itself. So
+//! concurrent sequential readers do not fetch the same blocks twice.
+//!
+//! # Bounds
+//!
+//! A whole read — its waits on other fetches and its own — is bounded by the
+//! fetcher's [`FetchConfig::read_timeout`](crate::fetch::FetchConfig::read_timeout),
+//! past which it fails with [`FetchError::TimedOut`] (`EIO`). A background
+//! read-ahead is bounded the same way by [`RemotePackage::blocks`] and never
+//! delays a read beyond that. A store refusing a block (quota full of pins, an
+//! I/O error) never fails a read: the read is served from the fetched bytes and
+//! the refusal is logged.
+//!
+//! # Modes
+//!
+//! * [`CacheMode::Normal`]: every block goes to the disk cache.
+//! * [`CacheMode::SharedContentStore`]: only the blocks of the publishing
+//!   feature block (the files, or runs of blocks, listed in the stream map's
+//!   `PublishingFeatureBlock`) go to disk, pinned with
+//!   [`BlockStore::insert_pinned`]; every other block goes to a bounded
+//!   [`MemoryCache`](crate::cache::MemoryCache) (shared by every package). A
+//!   block is classified by its hash, so a block that is both in the
+//!   publishing feature block and elsewhere is on disk once, pinned. Each
+//!   reader pins a hash at most once and takes its pins back when it is
+//!   released ([`PackageReader::release`], or when the last clone is dropped).
+//!
+//! [`PackageReader::load_publishing`] loads the publishing feature block when
+//! a package is added (and pins it in Shared Content Store mode; call it again
+//! after a daemon restart, as pins live in memory only).
+//! [`PackageReader::load_all`] streams every block not yet cached, for
+//! `AutoLoad` (normal mode).
+//!
+//! # Cached percentage
+//!
+//! [`PackageReader::cached`] counts the bytes of the package's blocks present
+//! in the disk cache over the package's total, what `avail client package
+//! list` shows and reports carry. Both count the payload files a mount shows
+//! (every block-map file except the metadata parts read at open:
+//! `AppxManifest.xml`, `StreamMap.xml`, `FilesystemMetadata.xml`), each block
+//! at its uncompressed length; a block that appears twice counts twice.
+//!
+//! # Async core, blocking facade
+//!
+//! As in [`crate::fetch`], the `*_blocking` methods run the async ones on the
+//! fetcher's runtime with `Handle::block_on`, for threads that are not the
+//! runtime's workers. The async [`PackageReader::read`] does the cache I/O of
+//! the blocks it returns inline (reads of 64 KiB block files, and writes of
+//! the blocks it fetched); read-ahead inserts go to blocking threads.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use avail_format::{BLOCK_SIZE, FormatError, fsmeta, manifest, names, streammap};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use crate::cache::{BlockHash, BlockStore, CacheError};
+use crate::fetch::{FetchError, MAX_COALESCE, ReadAhead, RemotePackage, Result, blocks_of};
+
+/// The default largest read-ahead window, in blocks (2 MiB).
+pub const DEFAULT_READ_AHEAD: usize = 32;
+
+/// Where a reader puts the blocks it fetches.
+#[derive(Clone)]
+pub enum CacheMode {
+    /// Every block to the disk cache.
+    Normal,
+    /// Shared Content Store mode: publishing feature block blocks to the disk
+    /// cache, pinned; every other block to this bounded store (a
+    /// [`MemoryCache`](crate::cache::MemoryCache), shared by all packages).
+    SharedContentStore {
+        /// The memory cache.
+        memory: Arc<dyn BlockStore>,
+    },
+}
+
+impl std::fmt::Debug for CacheMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheMode::Normal => f.write_str("Normal"),
+            CacheMode::SharedContentStore { memory } => f
+                .debug_struct("SharedContentStore")
+                .field("memory_bound", &memory.capacity_bytes())
+                .finish(),
+        }
+    }
+}
+
+/// Why loading blocks into the cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A block could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The disk cache refused a block of the publishing feature block.
+    #[error("cannot keep the publishing feature block: {0}")]
+    Cache(#[from] CacheError),
+    /// The stream map names a file the block map does not have.
+    #[error("the publishing feature block names {0:?}, which is not in the package")]
+    UnknownFile(String),
+}
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Blocks it covered.
+    pub blocks: u64,
+    /// Uncompressed bytes of those blocks.
+    pub bytes: u64,
+    /// Blocks that had to be fetched (the rest were cached).
+    pub fetched_blocks: u64,
+}
+
+/// Cached bytes of a package (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CachedSize {
+    /// Bytes of the package's blocks present in the disk cache.
+    pub cached_bytes: u64,
+    /// Bytes of all the package's blocks.
+    pub total_bytes: u64,
+}
+
+impl CachedSize {
+    /// The cached percentage, 0–100 (100 for an empty package).
+    pub fn percent(&self) -> f64 {
+        if self.total_bytes == 0 {
+            100.0
+        } else {
+            self.cached_bytes as f64 * 100.0 / self.total_bytes as f64
+        }
+    }
+}
+
+/// The read path of one package version (see the module doc). Cheap to
+/// clone: clones share the read-ahead state, the in-flight fetches and pins.
+#[derive(Clone)]
+pub struct PackageReader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    remote: RemotePackage,
+    disk: Arc<dyn BlockStore>,
+    /// The memory store in Shared Content Store mode.
+    memory: Option<Arc<dyn BlockStore>>,
+    /// Hashes of the publishing feature block's blocks.
+    publishing: HashSet<BlockHash>,
+    /// One read-ahead state per file.
+    read_ahead: Vec<Mutex<ReadAhead>>,
+    /// Blocks being fetched, by hash: the receiver sees the sender dropped.
+    flights: Mutex<HashMap<BlockHash, watch::Receiver<()>>>,
+    /// Hashes this reader pinned on disk (once each).
+    pinned: Mutex<HashSet<BlockHash>>,
+}
+
+impl std::fmt::Debug for PackageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageReader")
+            .field("files", &self.inner.remote.package().files().len())
+            .field("shared_content_store", &self.inner.memory.is_some())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A claim on fetching one block: removes its in-flight entry (waking the
+/// waiters) when dropped.
+struct Claim {
+    inner: Arc<Inner>,
+    hash: BlockHash,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.inner.flights).remove(&self.hash);
+    }
+}
+
+/// Whether a file is one of the metadata parts a package is opened with.
+fn is_metadata_part(name: &str) -> bool {
+    [manifest::PART, streammap::PART, fsmeta::PART]
+        .iter()
+        .any(|part| names::same_part(name, part))
+}
+
+impl PackageReader {
+    /// A reader over `remote` with the default read-ahead
+    /// ([`DEFAULT_READ_AHEAD`] blocks at most).
+    pub fn new(remote: RemotePackage, disk: Arc<dyn BlockStore>, mode: CacheMode) -> Self {
+        Self::with_read_ahead(remote, disk, mode, DEFAULT_READ_AHEAD)
+    }
+
+    /// A reader whose read-ahead grows to at most `read_ahead_max` blocks (0
+    /// turns it off).
+    pub fn with_read_ahead(
+        remote: RemotePackage,
+        disk: Arc<dyn BlockStore>,
+        mode: CacheMode,
+        read_ahead_max: usize,
+    ) -> Self {
+        let package = remote.package();
+        let memory = match mode {
+            CacheMode::Normal => None,
+            CacheMode::SharedContentStore { memory } => Some(memory),
+        };
+        let mut publishing = HashSet::new();
+        for (file, blocks) in publishing_blocks(&remote).unwrap_or_default() {
+            let map = &package.files()[file].map;
+            publishing.extend(blocks.map(|k| map.blocks[k].hash));
+        }
+        let read_ahead = package
+            .files()
+            .iter()
+            .map(|_| Mutex::new(ReadAhead::new(read_ahead_max)))
+            .collect();
+        PackageReader {
+            inner: Arc::new(Inner {
+                remote,
+                disk,
+                memory,
+                publishing,
+                read_ahead,
+                flights: Mutex::new(HashMap::new()),
+                pinned: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// The package being read.
+    pub fn remote(&self) -> &RemotePackage {
+        &self.inner.remote
+    }
+
+    /// Whether this reader is in Shared Content Store mode.
+    pub fn is_shared_content_store(&self) -> bool {
+        self.inner.memory.is_some()
+    }
+
+    /// Index of a payload file by package name (e.g. `Root\opt\app\bin\app`).
+    pub fn file_index(&self, name: &str) -> Option<usize> {
+        self.inner.remote.package().file_index(name)
+    }
+
+    /// Bytes `[offset, offset + len)` of file `file`, fewer at the file's end
+    /// (none past it). Fails (always `EIO` to a reader) when a block cannot
+    /// be fetched within the read timeout, or `file` does not exist.
+    pub async fn read(&self, file: usize, offset: u64, len: u64) -> Result<Bytes> {
+        let fetcher = self.inner.remote.package().source().fetcher();
+        let bound = fetcher.config().read_timeout;
+        match tokio::time::timeout(bound, self.read_unbounded(file, offset, len)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::TimedOut {
+                path: self.inner.remote.package().source().path().to_owned(),
+                bound,
+            }),
+        }
+    }
+
+    /// [`PackageReader::read`] for a thread outside the runtime (a FUSE worker).
+    pub fn read_blocking(&self, file: usize, offset: u64, len: u64) -> Result<Bytes> {
+        let handle = self.inner.remote.package().source().fetcher().handle();
+        handle.block_on(self.read(file, offset, len))
+    }
+
+    async fn read_unbounded(&self, file: usize, offset: u64, len: u64) -> Result<Bytes> {
+        let inner = &self.inner;
+        let package = inner.remote.package();
+        let Some(f) = package.files().get(file) else {
+            return Err(FetchError::Format(FormatError::NotFound(format!(
+                "file #{file}"
+            ))));
+        };
+        let size = f.map.size;
+        if len == 0 || offset >= size {
+            return Ok(Bytes::new());
+        }
+        let end = offset.saturating_add(len).min(size);
+        let wanted = blocks_of(offset, end - offset);
+        let file_blocks = f.map.blocks.len();
+        let ahead = lock(&inner.read_ahead[file]).on_read(wanted.clone(), file_blocks);
+        let hash = |k: usize| f.map.blocks[k].hash;
+
+        let mut slots: Vec<Option<Bytes>> = wanted.clone().map(|k| self.lookup(&hash(k))).collect();
+        // Claim what is missing and nobody fetches; note what others fetch.
+        let mut claims: Vec<(usize, Claim)> = Vec::new();
+        let mut waits: Vec<(usize, watch::Receiver<()>)> = Vec::new();
+        {
+            let mut flights = lock(&inner.flights);
+            let mut claim =
+                |k: usize, flights: &mut HashMap<BlockHash, watch::Receiver<()>>| match flights
+                    .entry(hash(k))
+                {
+                    Entry::Occupied(e) => Some(e.get().clone()),
+                    Entry::Vacant(e) => {
+                        let (tx, rx) = watch::channel(());
+                        e.insert(rx);
+                        claims.push((
+                            k,
+                            Claim {
+                                inner: inner.clone(),
+                                hash: hash(k),
+                                _done: tx,
+                            },
+                        ));
+                        None
+                    }
+                };
+            for k in wanted.clone() {
+                if slots[k - wanted.start].is_none()
+                    && let Some(rx) = claim(k, &mut flights)
+                {
+                    waits.push((k, rx));
+                }
+            }
+            for k in ahead.clone() {
+                if !self.contains(&hash(k)) {
+                    // Read-ahead someone else fetches is simply skipped.
+                    let _ = claim(k, &mut flights);
+                }
+            }
+        }
+
+        // Runs of adjacent claimed blocks: fetched now when they hold a block
+        // the read needs, else in the background.
+        let mut got: HashMap<BlockHash, Bytes> = HashMap::new();
+        let mut claims = claims.into_iter().peekable();
+        while let Some((first, claim)) = claims.next() {
+            let mut run = vec![claim];
+            let mut last = first;
+            while let Some((k, _)) = claims.peek() {
+                if *k != last + 1 || run.len() == MAX_COALESCE {
+                    break;
+                }
+                let (k, c) = claims.next().expect("peeked");
+                run.push(c);
+                last = k;
+            }
+            let range = first..last + 1;
+            if range.start >= wanted.end {
+                self.spawn_read_ahead(file, range, run);
+                continue;
+            }
+            let blocks = inner.remote.blocks(file, range.clone()).await?;
+            let mut ahead_blocks = Vec::new();
+            for ((k, block), claim) in range.zip(blocks).zip(run) {
+                let block = Bytes::from(block);
+                if wanted.contains(&k) {
+                    self.store(&claim.hash, block.clone());
+                    got.insert(claim.hash, block.clone());
+                    slots[k - wanted.start] = Some(block);
+                    drop(claim);
+                } else {
+                    ahead_blocks.push((claim, block));
+                }
+            }
+            if !ahead_blocks.is_empty() {
+                let reader = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    for (claim, block) in ahead_blocks {
+                        reader.store(&claim.hash, block);
+                    }
+                });
+            }
+        }
+
+        // Blocks others were fetching (or that repeat one fetched above).
+        let mut again = Vec::new();
+        for (k, mut rx) in waits {
+            let h = hash(k);
+            if let Some(b) = got.get(&h) {
+                slots[k - wanted.start] = Some(b.clone());
+                continue;
+            }
+            // Returns once the fetcher's claim is dropped.
+            while rx.changed().await.is_ok() {}
+            match self.lookup(&h) {
+                Some(b) => slots[k - wanted.start] = Some(b),
+                None => again.push(k),
+            }
+        }
+        for k in again {
+            if let Some(b) = got.get(&hash(k)) {
+                slots[k - wanted.start] = Some(b.clone());
+                continue;
+            }
+            let block = Bytes::from(inner.remote.block(file, k).await?);
+            self.store(&hash(k), block.clone());
+            got.insert(hash(k), block.clone());
+            slots[k - wanted.start] = Some(block);
+        }
+
+        let skip = (offset - wanted.start as u64 * BLOCK_SIZE as u64) as usize;
+        let want = (end - offset) as usize;
+        if slots.len() == 1 {
+            let b = slots.pop().flatten().expect("every block is filled");
+            return Ok(b.slice(skip..skip + want));
+        }
+        let mut out = BytesMut::with_capacity(want);
+        let mut skip = skip;
+        for b in slots {
+            let b = b.expect("every block is filled");
+            let take = (b.len() - skip).min(want - out.len());
+            out.extend_from_slice(&b[skip..skip + take]);
+            skip = 0;
+        }
+        Ok(out.freeze())
+    }
+
+    /// Fetch a run of read-ahead blocks in the background and cache them.
+    fn spawn_read_ahead(&self, file: usize, range: Range<usize>, run: Vec<Claim>) {
+        let reader = self.clone();
+        let handle = self.inner.remote.package().source().fetcher().handle();
+        handle.spawn(async move {
+            match reader.inner.remote.blocks(file, range.clone()).await {
+                Ok(blocks) => {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for (claim, block) in run.into_iter().zip(blocks) {
+                            reader.store(&claim.hash, Bytes::from(block));
+                        }
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    tracing::debug!(file, ?range, error = %e, "read-ahead failed");
+                }
+            }
+        });
+    }
+
+    /// A cached block: on disk, else in memory.
+    fn lookup(&self, hash: &BlockHash) -> Option<Bytes> {
+        self.inner
+            .disk
+            .get(hash)
+            .or_else(|| self.inner.memory.as_ref().and_then(|m| m.get(hash)))
+    }
+
+    fn contains(&self, hash: &BlockHash) -> bool {
+        self.inner.disk.contains(hash)
+            || self.inner.memory.as_ref().is_some_and(|m| m.contains(hash))
+    }
+
+    /// Put a fetched, verified block where the mode says; a refusal is logged.
+    fn store(&self, hash: &BlockHash, block: Bytes) {
+        if let Err(e) = self.try_store(hash, block) {
+            tracing::warn!(hash = %hex::encode(hash), error = %e, "a block was not cached");
+        }
+    }
+
+    fn try_store(&self, hash: &BlockHash, block: Bytes) -> Result<(), CacheError> {
+        let inner = &self.inner;
+        match &inner.memory {
+            None => inner.disk.insert(hash, block),
+            Some(_) if inner.publishing.contains(hash) => {
+                let mut pinned = lock(&inner.pinned);
+                if pinned.contains(hash) {
+                    inner.disk.insert(hash, block)
+                } else {
+                    inner.disk.insert_pinned(hash, block)?;
+                    pinned.insert(*hash);
+                    Ok(())
+                }
+            }
+            Some(memory) => memory.insert(hash, block),
+        }
+    }
+
+    /// Load the publishing feature block into the disk cache (what adding a
+    /// package does), fetching only the blocks not cached, as coalesced runs.
+    /// In Shared Content Store mode its blocks are pinned (once per reader).
+    pub async fn load_publishing(&self) -> Result<LoadSummary, LoadError> {
+        let blocks = publishing_blocks(&self.inner.remote)?;
+        self.load(blocks, true).await
+    }
+
+    /// [`PackageReader::load_publishing`] for a thread outside the runtime.
+    pub fn load_publishing_blocking(&self) -> Result<LoadSummary, LoadError> {
+        let handle = self.inner.remote.package().source().fetcher().handle();
+        handle.block_on(self.load_publishing())
+    }
+
+    /// Fetch every block of the package's payload files not cached yet, as
+    /// coalesced runs (`AutoLoad`; meant for normal mode — in Shared Content
+    /// Store mode the blocks go to the bounded memory cache).
+    pub async fn load_all(&self) -> Result<LoadSummary, LoadError> {
+        let files = self.inner.remote.package().files();
+        let blocks = files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !is_metadata_part(&f.map.name))
+            .map(|(i, f)| (i, 0..f.map.blocks.len()))
+            .collect();
+        self.load(blocks, false).await
+    }
+
+    async fn load(
+        &self,
+        blocks: Vec<(usize, Range<usize>)>,
+        publishing: bool,
+    ) -> Result<LoadSummary, LoadError> {
+        let inner = &self.inner;
+        let package = inner.remote.package();
+        let scs_pin = publishing && inner.memory.is_some();
+        let mut summary = LoadSummary::default();
+        for (file, range) in blocks {
+            let map = &package.files()[file].map;
+            let mut missing = Vec::new();
+            for k in range {
+                let h = map.blocks[k].hash;
+                summary.blocks += 1;
+                summary.bytes += map.block_len(k) as u64;
+                let have = if scs_pin {
+                    let mut pinned = lock(&inner.pinned);
+                    pinned.contains(&h) || (inner.disk.pin(&h) && pinned.insert(h))
+                } else if publishing {
+                    inner.disk.contains(&h)
+                } else {
+                    self.contains(&h)
+                };
+                if !have {
+                    missing.push(k);
+                }
+            }
+            let mut i = 0;
+            while i < missing.len() {
+                let start = missing[i];
+                let mut end = start + 1;
+                while i + 1 < missing.len() && missing[i + 1] == end && end - start < MAX_COALESCE {
+                    end += 1;
+                    i += 1;
+                }
+                i += 1;
+                let fetched = inner.remote.blocks(file, start..end).await?;
+                for (k, block) in (start..end).zip(fetched) {
+                    let h = map.blocks[k].hash;
+                    summary.fetched_blocks += 1;
+                    let block = Bytes::from(block);
+                    if publishing {
+                        // The publishing feature block must be kept: an error here is an error.
+                        self.try_store(&h, block)?;
+                    } else {
+                        self.store(&h, block);
+                    }
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Bytes of the package's payload blocks present in the disk cache, over
+    /// its total (see the module doc).
+    pub fn cached(&self) -> CachedSize {
+        let mut size = CachedSize::default();
+        for f in self.inner.remote.package().files() {
+            if is_metadata_part(&f.map.name) {
+                continue;
+            }
+            for (k, b) in f.map.blocks.iter().enumerate() {
+                let len = f.map.block_len(k) as u64;
+                size.total_bytes += len;
+                if self.inner.disk.contains(&b.hash) {
+                    size.cached_bytes += len;
+                }
+            }
+        }
+        size
+    }
+
+    /// Take back the pins this reader holds (when its package is removed).
+    /// Idempotent; also done when the last clone is dropped.
+    pub fn release(&self) {
+        self.inner.release();
+    }
+}
+
+impl Inner {
+    fn release(&self) {
+        let pinned: Vec<_> = lock(&self.pinned).drain().collect();
+        for h in pinned {
+            self.disk.unpin(&h);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The blocks of the publishing feature block: (file, block range) pairs.
+fn publishing_blocks(remote: &RemotePackage) -> Result<Vec<(usize, Range<usize>)>, LoadError> {
+    let package = remote.package();
+    let Some(map) = package.stream_map() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for ff in &map.publishing {
+        let file = package
+            .file_index(&ff.name)
+            .or_else(|| {
+                package
+                    .files()
+                    .iter()
+                    .position(|f| names::same_part(&f.map.name, &ff.name))
+            })
+            .ok_or_else(|| LoadError::UnknownFile(ff.name.clone()))?;
+        let n = package.files()[file].map.blocks.len();
+        if ff.runs.is_empty() {
+            out.push((file, 0..n));
+        }
+        for &(index, count) in &ff.runs {
+            let start = usize::try_from(index).unwrap_or(usize::MAX).min(n);
+            let end = start.saturating_add(usize::try_from(count).unwrap_or(usize::MAX));
+            out.push((file, start..end.min(n)));
+        }
+    }
+    Ok(out)
+}
