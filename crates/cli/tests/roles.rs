@@ -397,7 +397,15 @@ fn directory(node: &AvailNode, dir: &Path) -> String {
         node.admin_ok(&["package", "publish", package.0]);
     }
     node.admin_ok(&["connection-group", "publish", "cg"]);
-    machine["credential"].as_str().unwrap().to_owned()
+    let credential = machine["credential"].as_str().unwrap().to_owned();
+    // The connection group is published last: once b's document on this node
+    // has it, the node's publishing role serves the whole setup (before that,
+    // the machine may even be unknown to it: 401).
+    until("the whole directory on the node's publishing role", || {
+        let (status, doc) = get_document(node, QUERY, Some(&credential), Some("b"));
+        status == 200 && doc.contains("<Groups>")
+    });
+    credential
 }
 
 /// The connection group's GroupId.
