@@ -5,9 +5,12 @@
 //! blocks whose SHA-256 matches the block map ([`fetch`]); and the read path
 //! that joins them for one package version ([`blocks`]: byte ranges of its
 //! files from the cache, missing blocks fetched coalesced with read-ahead,
-//! Shared Content Store mode, the cached percentage). The daemon, the
-//! publishing refresh and the FUSE mounts of issue 11 are built on these.
+//! Shared Content Store mode, the cached percentage); and [`fs`], the read-only
+//! FUSE filesystem that mounts one package version's `Root\` tree and serves
+//! its reads through [`blocks`]. The daemon and the publishing refresh of
+//! issue 11 are built on these.
 
 pub mod blocks;
 pub mod cache;
 pub mod fetch;
+pub mod fs;

@@ -1,0 +1,392 @@
+//! The FUSE filesystem (`fs`) against an in-test HTTP mirror (hyper): a
+//! packed tree with nested and empty directories, a multi-block file, an
+//! executable and a symlink is mounted in a temporary directory and checked
+//! with `std::fs` — bytes, listings, modes, symlink targets, writes refused —
+//! and the mount is gone after unmount and after drop. Needs `/dev/fuse` and
+//! root (or `fusermount3`); without `/dev/fuse` the tests fail, they do not
+//! skip.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use avail_client::blocks::{CacheMode, PackageReader};
+use avail_client::cache::DiskCache;
+use avail_client::fetch::{FetchConfig, Fetcher, RemotePackage, package_path};
+use avail_client::fs::{MountOptions, mount};
+use avail_format::{BLOCK_SIZE, Limits, NoProgress, PackOptions, pack};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+const PKG: Uuid = Uuid::from_u128(0x6666);
+const VER: Uuid = Uuid::from_u128(0x7777);
+
+fn fill(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Regular files of the source tree: path below the package root, content, mode.
+fn files() -> Vec<(&'static str, Vec<u8>, u32)> {
+    vec![
+        ("opt/app/bin/app", fill(1, 5 * BLOCK_SIZE + 321), 0o755),
+        (
+            "opt/app/lib/deep/nested/data.bin",
+            fill(2, 2 * BLOCK_SIZE),
+            0o644,
+        ),
+        ("opt/app/readme.txt", b"hello, avail\n".to_vec(), 0o644),
+        ("opt/app/private", fill(3, 100), 0o600),
+        ("opt/app/empty-file", Vec::new(), 0o644),
+        ("usr/share/doc/copyright", fill(4, 4000), 0o444),
+    ]
+}
+
+/// Build the source tree in `src`.
+fn make_tree(src: &Path) {
+    for (path, content, mode) in files() {
+        let p = src.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::create_dir_all(src.join("opt/app/empty")).unwrap();
+    fs::set_permissions(src.join("opt/app/empty"), fs::Permissions::from_mode(0o750)).unwrap();
+    symlink("bin/app", src.join("opt/app/run")).unwrap();
+}
+
+fn pack_tree(dir: &Path) -> Vec<u8> {
+    let src = dir.join("src");
+    make_tree(&src);
+    let out = dir.join("out.appv");
+    let options = PackOptions {
+        name: "FUSE Test".into(),
+        package_id: Some(PKG),
+        version_id: Some(VER),
+        ..PackOptions::default()
+    };
+    pack(&src, &out, &options, &NoProgress).unwrap();
+    fs::read(out).unwrap()
+}
+
+struct Knobs {
+    files: HashMap<String, Arc<Vec<u8>>>,
+    down: AtomicBool,
+    requests: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+struct Mirror {
+    base: String,
+    knobs: Arc<Knobs>,
+}
+
+impl Mirror {
+    fn requests(&self) -> usize {
+        self.knobs.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        return Some((len - n.min(len), len - 1));
+    }
+    let a: u64 = a.parse().ok()?;
+    let b: u64 = if b.is_empty() {
+        len - 1
+    } else {
+        b.parse().ok()?
+    };
+    (a <= b && a < len).then_some((a, b.min(len - 1)))
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    knobs: Arc<Knobs>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    knobs.requests.fetch_add(1, Ordering::SeqCst);
+    let status = |s: StatusCode| {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = s;
+        Ok(r)
+    };
+    if knobs.down.load(Ordering::SeqCst) {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let path = req.uri().path().trim_start_matches("/content/");
+    let Some(data) = knobs.files.get(path) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let len = data.len() as u64;
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len));
+    let Some((a, b)) = range else {
+        return status(StatusCode::RANGE_NOT_SATISFIABLE);
+    };
+    knobs.bytes.fetch_add(b - a + 1, Ordering::SeqCst);
+    let r = Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header("content-range", format!("bytes {a}-{b}/{len}"))
+        .body(Full::new(Bytes::copy_from_slice(
+            &data[a as usize..=b as usize],
+        )))
+        .unwrap();
+    Ok(r)
+}
+
+/// A mirror serving package files by their path under `/content/`.
+async fn mirror(files: Vec<(String, Vec<u8>)>) -> Mirror {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let knobs = Arc::new(Knobs {
+        files: files.into_iter().map(|(p, d)| (p, Arc::new(d))).collect(),
+        down: AtomicBool::new(false),
+        requests: AtomicUsize::new(0),
+        bytes: AtomicU64::new(0),
+    });
+    let k = knobs.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let k = k.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| answer(req, k.clone()));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Mirror {
+        base: format!("http://{addr}/content"),
+        knobs,
+    }
+}
+
+fn config() -> FetchConfig {
+    FetchConfig {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        retries: 0,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        read_timeout: Duration::from_secs(10),
+        failback_after: Duration::from_secs(600),
+    }
+}
+
+/// Whether `dir` is a mount point (listed in `/proc/self/mounts`).
+fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.canonicalize().unwrap();
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.to_str().unwrap()))
+}
+
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the FUSE tests need it (load the fuse module, or run the \
+         container with --device /dev/fuse) and root or fusermount3"
+    );
+}
+
+/// A package served by a mirror, a reader for it, and a mount point.
+struct Setup {
+    server: Mirror,
+    reader: PackageReader,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    require_fuse();
+    let dir = tempfile::tempdir().unwrap();
+    let package = pack_tree(dir.path());
+    let m = mirror(vec![(package_path(PKG, VER), package)]).await;
+    let fetcher = Fetcher::new(std::slice::from_ref(&m.base), config()).unwrap();
+    let remote = RemotePackage::open(fetcher, package_path(PKG, VER), Limits::default())
+        .await
+        .unwrap();
+    let cache = DiskCache::open(dir.path().join("cache"), 1 << 30).unwrap();
+    cache.set_fsync(false);
+    let reader = PackageReader::new(remote, Arc::new(cache), CacheMode::Normal);
+    fs::create_dir(dir.path().join("mnt")).unwrap();
+    Setup {
+        server: m,
+        reader,
+        dir,
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_mount_shows_the_tree_and_unmounts() {
+    let s = setup().await;
+    let mnt = s.dir.path().join("mnt");
+    let reader = s.reader.clone();
+    let mnt2 = mnt.clone();
+    // The checks use blocking std::fs calls served by this runtime's fetcher:
+    // run them off the runtime's workers.
+    tokio::task::spawn_blocking(move || {
+        let mount = mount(reader, &mnt2, &MountOptions::default()).expect("mounting");
+        assert!(is_mounted(&mnt2));
+        let root = mnt2.as_path();
+
+        // Every file's bytes and mode.
+        for (path, content, mode) in files() {
+            let p = root.join(path);
+            let got = fs::read(&p).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+            assert!(got == content, "{path}: bytes differ");
+            let md = fs::symlink_metadata(&p).unwrap();
+            assert!(md.is_file(), "{path}");
+            assert_eq!(md.len(), content.len() as u64, "{path}");
+            assert_eq!(md.permissions().mode() & 0o7777, mode, "{path}: mode");
+        }
+        // A read in the middle of the multi-block file, across a block boundary.
+        let (_, big, _) = &files()[0];
+        let mut f = fs::File::open(root.join("opt/app/bin/app")).unwrap();
+        f.seek(SeekFrom::Start(BLOCK_SIZE as u64 - 10)).unwrap();
+        let mut buf = vec![0; 100];
+        f.read_exact(&mut buf).unwrap();
+        assert!(buf[..] == big[BLOCK_SIZE - 10..BLOCK_SIZE + 90]);
+        drop(f);
+        // The executable bit.
+        let exe = fs::metadata(root.join("opt/app/bin/app")).unwrap();
+        assert_ne!(exe.permissions().mode() & 0o111, 0);
+
+        // Listings, with the empty directory and the symlink.
+        assert_eq!(names(root), ["opt", "usr"]);
+        assert_eq!(
+            names(&root.join("opt/app")),
+            [
+                "bin",
+                "empty",
+                "empty-file",
+                "lib",
+                "private",
+                "readme.txt",
+                "run"
+            ]
+        );
+        assert_eq!(names(&root.join("opt/app/lib/deep/nested")), ["data.bin"]);
+        assert!(names(&root.join("opt/app/empty")).is_empty());
+        let empty = fs::symlink_metadata(root.join("opt/app/empty")).unwrap();
+        assert!(empty.is_dir());
+        assert_eq!(empty.permissions().mode() & 0o7777, 0o750);
+        assert!(
+            fs::symlink_metadata(root.join("opt/app/lib"))
+                .unwrap()
+                .is_dir()
+        );
+
+        // The symlink and reading through it.
+        let link = root.join("opt/app/run");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("bin/app"));
+        assert!(fs::read(&link).unwrap() == *big);
+
+        // Inode numbers are stable across lookups.
+        use std::os::unix::fs::MetadataExt;
+        let a = fs::metadata(root.join("opt/app/readme.txt")).unwrap().ino();
+        let b = fs::metadata(root.join("opt/app/readme.txt")).unwrap().ino();
+        assert_eq!(a, b);
+        assert_eq!(fs::metadata(root).unwrap().ino(), 1);
+
+        // Nothing can be written, created or removed.
+        let err = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("opt/app/readme.txt"))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(30), "EROFS expected: {err}");
+        assert!(fs::write(root.join("opt/new"), b"x").is_err());
+        assert!(fs::create_dir(root.join("opt/newdir")).is_err());
+        assert!(fs::remove_file(root.join("opt/app/readme.txt")).is_err());
+        assert!(fs::read(root.join("opt/app/missing")).is_err());
+
+        // Several readers at once.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = root.join("opt/app/lib/deep/nested/data.bin");
+                std::thread::spawn(move || fs::read(p).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap() == files()[1].1);
+        }
+
+        mount.unmount().expect("unmounting");
+        assert!(!is_mounted(&mnt2), "still mounted after unmount()");
+        assert!(
+            names(&mnt2).is_empty(),
+            "the mount point is not empty after unmount"
+        );
+    })
+    .await
+    .unwrap();
+    assert!(!is_mounted(&mnt));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_drop_unmounts() {
+    let s = setup().await;
+    let mnt = s.dir.path().join("mnt");
+    let reader = s.reader.clone();
+    let before = s.server.requests();
+    tokio::task::spawn_blocking(move || {
+        let mount = mount(reader, &mnt, &MountOptions::default()).expect("mounting");
+        assert!(is_mounted(&mnt));
+        assert_eq!(names(&mnt), ["opt", "usr"]);
+        assert_eq!(
+            fs::read(mnt.join("opt/app/readme.txt")).unwrap(),
+            b"hello, avail\n"
+        );
+        drop(mount);
+        assert!(!is_mounted(&mnt), "still mounted after drop");
+        assert!(names(&mnt).is_empty());
+    })
+    .await
+    .unwrap();
+    assert!(s.server.requests() > before, "the read went to the mirror");
+}
