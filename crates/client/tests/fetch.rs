@@ -2,11 +2,9 @@
 //! real package with byte ranges, with knobs to fail, hang or corrupt a block,
 //! and against a `file://` share.
 
-use std::convert::Infallible;
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avail_client::fetch::{
@@ -14,32 +12,15 @@ use avail_client::fetch::{
     split_package_url,
 };
 use avail_format::{BLOCK_SIZE, Limits, NoProgress, PackOptions, Package, pack};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+mod common;
+use common::{Mirror, Mode, fill};
 const PKG: Uuid = Uuid::from_u128(0x1111);
 const VER: Uuid = Uuid::from_u128(0x2222);
 /// The big file: 9 full blocks and a bit.
 const BIG_LEN: usize = 9 * BLOCK_SIZE + 1234;
-
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A packed package, its bytes, and the big file's content.
 struct Fixture {
@@ -86,126 +67,9 @@ fn expected_block(f: &Fixture, k: usize) -> &[u8] {
     &f.big[k * BLOCK_SIZE..((k + 1) * BLOCK_SIZE).min(BIG_LEN)]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Serve,
-    /// 503 to everything.
-    Fail,
-    /// Accept the request and never answer.
-    Hang,
-}
-
-struct Knobs {
-    mode: Mutex<Mode>,
-    /// A byte of the file served flipped.
-    corrupt_at: Mutex<Option<u64>>,
-    requests: AtomicUsize,
-}
-
-struct Mirror {
-    base: String,
-    knobs: Arc<Knobs>,
-}
-
-impl Mirror {
-    fn set(&self, mode: Mode) {
-        *self.knobs.mode.lock().unwrap() = mode;
-    }
-    fn corrupt(&self, at: Option<u64>) {
-        *self.knobs.corrupt_at.lock().unwrap() = at;
-    }
-    fn requests(&self) -> usize {
-        self.knobs.requests.load(Ordering::SeqCst)
-    }
-}
-
-fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = v.strip_prefix("bytes=")?;
-    let (a, b) = spec.split_once('-')?;
-    if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        return Some((len - n.min(len), len - 1));
-    }
-    let a: u64 = a.parse().ok()?;
-    let b: u64 = if b.is_empty() {
-        len - 1
-    } else {
-        b.parse().ok()?
-    };
-    (a <= b && a < len).then_some((a, b.min(len - 1)))
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    data: Arc<Vec<u8>>,
-    knobs: Arc<Knobs>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    knobs.requests.fetch_add(1, Ordering::SeqCst);
-    let mode = *knobs.mode.lock().unwrap();
-    match mode {
-        Mode::Hang => std::future::pending::<()>().await,
-        Mode::Fail => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"down")));
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return Ok(r);
-        }
-        Mode::Serve => {}
-    }
-    if !req.uri().path().ends_with(".appv") {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(r);
-    }
-    let len = data.len() as u64;
-    let range = req
-        .headers()
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, len));
-    let Some((a, b)) = range else {
-        return Ok(Response::new(Full::new(Bytes::from(data.to_vec()))));
-    };
-    let mut body = data[a as usize..=b as usize].to_vec();
-    if let Some(at) = *knobs.corrupt_at.lock().unwrap()
-        && (a..=b).contains(&at)
-    {
-        body[(at - a) as usize] ^= 0x5a;
-    }
-    let r = Response::builder()
-        .status(StatusCode::PARTIAL_CONTENT)
-        .header("content-range", format!("bytes {a}-{b}/{len}"))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    Ok(r)
-}
-
+/// A mirror serving the fixture's package.
 async fn mirror(data: &Arc<Vec<u8>>) -> Mirror {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let knobs = Arc::new(Knobs {
-        mode: Mutex::new(Mode::Serve),
-        corrupt_at: Mutex::new(None),
-        requests: AtomicUsize::new(0),
-    });
-    let (data, k) = (data.clone(), knobs.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (data, k) = (data.clone(), k.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| answer(req, data.clone(), k.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Mirror {
-        base: format!("http://{addr}/content"),
-        knobs,
-    }
+    common::mirror(vec![(package_path(PKG, VER), data.to_vec())]).await
 }
 
 /// A base where nothing listens: connection refused.

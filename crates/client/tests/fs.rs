@@ -6,45 +6,23 @@
 //! root (or `fusermount3`); without `/dev/fuse` the tests fail, they do not
 //! skip.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use avail_client::blocks::{CacheMode, PackageReader};
 use avail_client::cache::DiskCache;
-use avail_client::fetch::{FetchConfig, Fetcher, RemotePackage, package_path};
+use avail_client::fetch::{Fetcher, RemotePackage, package_path};
 use avail_client::fs::{MountOptions, mount};
 use avail_format::{BLOCK_SIZE, Limits, NoProgress, PackOptions, pack};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
+mod common;
+use common::{Mirror, config, fill, mirror};
 const PKG: Uuid = Uuid::from_u128(0x6666);
 const VER: Uuid = Uuid::from_u128(0x7777);
-
-fn fill(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Regular files of the source tree: path below the package root, content, mode.
 fn files() -> Vec<(&'static str, Vec<u8>, u32)> {
@@ -87,120 +65,6 @@ fn pack_tree(dir: &Path) -> Vec<u8> {
     };
     pack(&src, &out, &options, &NoProgress).unwrap();
     fs::read(out).unwrap()
-}
-
-struct Knobs {
-    files: HashMap<String, Arc<Vec<u8>>>,
-    down: AtomicBool,
-    requests: AtomicUsize,
-    bytes: AtomicU64,
-}
-
-struct Mirror {
-    base: String,
-    knobs: Arc<Knobs>,
-}
-
-impl Mirror {
-    fn requests(&self) -> usize {
-        self.knobs.requests.load(Ordering::SeqCst)
-    }
-}
-
-fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = v.strip_prefix("bytes=")?;
-    let (a, b) = spec.split_once('-')?;
-    if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        return Some((len - n.min(len), len - 1));
-    }
-    let a: u64 = a.parse().ok()?;
-    let b: u64 = if b.is_empty() {
-        len - 1
-    } else {
-        b.parse().ok()?
-    };
-    (a <= b && a < len).then_some((a, b.min(len - 1)))
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    knobs: Arc<Knobs>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    knobs.requests.fetch_add(1, Ordering::SeqCst);
-    let status = |s: StatusCode| {
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = s;
-        Ok(r)
-    };
-    if knobs.down.load(Ordering::SeqCst) {
-        return status(StatusCode::SERVICE_UNAVAILABLE);
-    }
-    let path = req.uri().path().trim_start_matches("/content/");
-    let Some(data) = knobs.files.get(path) else {
-        return status(StatusCode::NOT_FOUND);
-    };
-    let len = data.len() as u64;
-    let range = req
-        .headers()
-        .get("range")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, len));
-    let Some((a, b)) = range else {
-        return status(StatusCode::RANGE_NOT_SATISFIABLE);
-    };
-    knobs.bytes.fetch_add(b - a + 1, Ordering::SeqCst);
-    let r = Response::builder()
-        .status(StatusCode::PARTIAL_CONTENT)
-        .header("content-range", format!("bytes {a}-{b}/{len}"))
-        .body(Full::new(Bytes::copy_from_slice(
-            &data[a as usize..=b as usize],
-        )))
-        .unwrap();
-    Ok(r)
-}
-
-/// A mirror serving package files by their path under `/content/`.
-async fn mirror(files: Vec<(String, Vec<u8>)>) -> Mirror {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let knobs = Arc::new(Knobs {
-        files: files.into_iter().map(|(p, d)| (p, Arc::new(d))).collect(),
-        down: AtomicBool::new(false),
-        requests: AtomicUsize::new(0),
-        bytes: AtomicU64::new(0),
-    });
-    let k = knobs.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let k = k.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| answer(req, k.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Mirror {
-        base: format!("http://{addr}/content"),
-        knobs,
-    }
-}
-
-fn config() -> FetchConfig {
-    FetchConfig {
-        request_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_millis(500),
-        retries: 0,
-        backoff_initial: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(100),
-        read_timeout: Duration::from_secs(10),
-        failback_after: Duration::from_secs(600),
-    }
 }
 
 /// Whether `dir` is a mount point (listed in `/proc/self/mounts`).
