@@ -1,8 +1,9 @@
 //! `avail`: the one binary of Avail. This crate only parses the command line and
 //! wires the library crates together; the work happens in `avail-format`,
-//! `avail-store`, `avail-server` (and, as it arrives, the client crate).
+//! `avail-store`, `avail-server` and `avail-client`.
 
 mod admin;
+mod client;
 mod db;
 mod logging;
 mod package;
@@ -41,12 +42,16 @@ enum Command {
     /// Administer a management server: packages, connection groups, directory, servers, usage reports.
     #[command(after_help = admin::HELP)]
     Admin(admin::AdminArgs),
+    /// The Linux client: its daemon, publishing servers, refresh, packages and settings.
+    #[command(after_help = client::HELP)]
+    Client(client::ClientArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server reports where it listens and what it does; other commands stay quiet.
-    let default_level = if matches!(cli.command, Command::Server(_)) {
+    let daemon = matches!(&cli.command, Command::Client(c) if c.is_daemon());
+    let default_level = if matches!(cli.command, Command::Server(_)) || daemon {
         "info"
     } else {
         "warn"
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Command::Db(cmd) => db::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Client(args) => client::run(args),
     };
     match result {
         Ok(code) => code,

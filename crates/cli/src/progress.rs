@@ -7,7 +7,7 @@ pub struct Bar(ProgressBar);
 
 impl Bar {
     /// A byte-counting bar with a message; hidden when stderr is not a terminal.
-    pub fn new(message: &'static str) -> Self {
+    pub fn new(message: &str) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
@@ -16,8 +16,16 @@ impl Bar {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        bar.set_message(message);
+        bar.set_message(message.to_owned());
         Bar(bar)
+    }
+
+    /// Shows `done` of `total` and what is being done (progress the client
+    /// daemon reports).
+    pub fn set(&self, done: u64, total: u64, message: &str) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+        self.0.set_message(message.to_owned());
     }
 
     /// Remove the bar from the terminal.

@@ -40,8 +40,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use avail_format::fsmeta::EntryKind;
@@ -234,6 +236,7 @@ struct PackageFs {
     tree: Tree,
     uid: u32,
     gid: u32,
+    read_seen: Option<Arc<AtomicBool>>,
 }
 
 impl PackageFs {
@@ -337,6 +340,9 @@ impl Filesystem for PackageFs {
         if offset >= node.size || size == 0 {
             return reply.data(&[]);
         }
+        if let Some(seen) = &self.read_seen {
+            seen.store(true, Ordering::Relaxed);
+        }
         let len = u64::from(size).min(node.size - offset);
         match self.reader.read_blocking(file, offset, len) {
             Ok(bytes) => reply.data(&bytes),
@@ -434,6 +440,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// The source name shown in `/proc/mounts`.
     pub fs_name: String,
+    /// Set on the first read of a file's bytes (the daemon's `AutoLoad` 1:
+    /// "packages that were used").
+    pub read_seen: Option<Arc<AtomicBool>>,
 }
 
 impl Default for MountOptions {
@@ -442,6 +451,7 @@ impl Default for MountOptions {
             threads: 4,
             allow_other: false,
             fs_name: "avail".into(),
+            read_seen: None,
         }
     }
 }
@@ -507,6 +517,7 @@ pub fn mount(
         tree,
         uid,
         gid,
+        read_seen: options.read_seen.clone(),
     };
     let mut config = Config::default();
     config.mount_options = vec![
@@ -529,6 +540,59 @@ pub fn mount(
         session: Some(session),
         mountpoint: mountpoint.to_owned(),
     })
+}
+
+/// Unmounts every FUSE filesystem mounted at or under `root` (lazily, so a
+/// mount whose daemon was killed goes away even while something holds it
+/// open) and returns the mount points it unmounted. A daemon calls this at
+/// start: a killed daemon's mounts answer every access with `ENOTCONN`.
+pub fn unmount_stale(root: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut gone = Vec::new();
+    // Deepest first, so that nested mounts go before the ones holding them.
+    let mut stale: Vec<std::path::PathBuf> = table
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = unescape_mountinfo(left.split(' ').nth(4)?);
+            let fstype = right.split(' ').next()?;
+            (fstype.starts_with("fuse") && point.starts_with(root)).then_some(point)
+        })
+        .collect();
+    stale.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in stale {
+        match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => gone.push(point),
+            Err(e) => {
+                tracing::warn!(mountpoint = %point.display(), error = %e, "cannot unmount a stale mount")
+            }
+        }
+    }
+    Ok(gone)
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and
+/// backslash as three octal digits after a backslash.
+fn unescape_mountinfo(field: &str) -> std::path::PathBuf {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::path::PathBuf::from(OsString::from_vec(out))
 }
 
 /// The process's effective user and group ids: `/proc/self` belongs to them.

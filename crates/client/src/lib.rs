@@ -8,9 +8,18 @@
 //! Shared Content Store mode, the cached percentage); and [`fs`], the read-only
 //! FUSE filesystem that mounts one package version's `Root\` tree and serves
 //! its reads through [`blocks`]. The daemon and the publishing refresh of
-//! issue 11 are built on these.
+//! issue 11 are built on these: [`refresh`] asks a publishing server (any of
+//! its URLs, failing over between them) what a machine or a user is published,
+//! and [`publications`] keeps the last answer of each server and audience and
+//! their union, saved atomically on disk.
 
 pub mod blocks;
 pub mod cache;
+pub mod daemon;
 pub mod fetch;
 pub mod fs;
+pub mod protocol;
+pub mod publications;
+pub mod refresh;
+pub mod settings;
+pub mod state;

@@ -1,0 +1,351 @@
+//! `avail client …`: the client daemon and the commands that talk to it, after
+//! App-V's AppvClient cmdlets (`Add-AppvPublishingServer`,
+//! `Sync-AppvPublishingServer`, `Get-AppvClientPackage`,
+//! `Mount-AppvClientPackage`, `Set-AppvClientConfiguration`, …). Each command
+//! sends one request over the daemon's Unix socket and prints the answer, as a
+//! table or, with `--json`, as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use avail_client::daemon::{self, DaemonOptions};
+use avail_client::protocol::{CallError, DEFAULT_SOCKET, Request, call};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::progress::Bar;
+
+/// `avail client` and what comes after it.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The client daemon's socket.
+    #[arg(long, global = true, env = "AVAIL_CLIENT_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of a table (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+/// Exit statuses of `avail client` commands, for `--help`.
+pub const HELP: &str = "Exit codes: 0 success; 1 an error; 2 a wrong command line or value; \
+4 no such server, package or setting; 69 a server, mirror or mount could not be reached \
+(for sync: some server did not answer or some package could not be added); \
+77 only root may do that.";
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Run the client daemon (as root; see deploy/avail-client.service).
+    Daemon(DaemonArgs),
+    /// The daemon's state: servers, packages, cache use, the last refresh.
+    Status,
+    /// Publishing servers (Add-/Get-/Remove-AppvPublishingServer).
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Publishing refresh now, for the machine and for you (root: for every
+    /// user the daemon knows, or --user).
+    Sync {
+        /// Refresh this user's publishing (root only, for someone else).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Package versions (Get-/Add-/Mount-/Remove-AppvClientPackage).
+    #[command(subcommand)]
+    Package(PackageCommand),
+    /// Settings (Get-/Set-AppvClientConfiguration).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// The state directory: settings, servers, publications, the block cache.
+    #[arg(
+        long,
+        env = "AVAIL_CLIENT_STATE_DIR",
+        default_value = "/var/lib/avail-client"
+    )]
+    state_dir: PathBuf,
+    /// Where package versions are mounted (overrides PackageInstallationRoot).
+    #[arg(long, env = "AVAIL_CLIENT_MOUNT_ROOT")]
+    mount_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Add a publishing server: its URLs are the nodes (or load balancers)
+    /// of one server, tried in turn.
+    Add {
+        /// The server's URLs, e.g. http://publishing.example:8081.
+        #[arg(required = true)]
+        urls: Vec<String>,
+        /// The machine credential (`avail admin machine add` prints it).
+        #[arg(long, env = "AVAIL_CLIENT_CREDENTIAL", hide_env_values = true)]
+        credential: String,
+        /// A name for the server (default: the first URL's host and port).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The publishing servers and when each last answered.
+    List,
+    /// Remove a publishing server; what it published is removed.
+    Remove {
+        /// The server's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// The package versions you may see, with mount path and cached percentage.
+    List,
+    /// Add a package version from its file's URL, outside any publishing server.
+    Add {
+        /// http(s)://…/packages/<PackageId>/<VersionId>.appv or file:///…
+        url: String,
+        /// Another URL of the same file (repeatable).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
+    },
+    /// Load every block of a package version into the cache.
+    Mount {
+        /// Name, PackageId or VersionId.
+        package: String,
+    },
+    /// Unmount a package version (a publishing refresh adds it again while
+    /// it is published).
+    Remove {
+        /// Name, PackageId or VersionId.
+        package: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Show one setting or all of them.
+    Get {
+        /// SharedContentStoreMode, AutoLoad, PackageInstallationRoot,
+        /// PackageSourceRoot, CacheQuota, SharedContentStoreMemory,
+        /// RefreshInterval or ReadTimeout.
+        name: Option<String>,
+    },
+    /// Change a setting.
+    Set {
+        /// The setting's name.
+        name: String,
+        /// Its new value.
+        value: String,
+    },
+}
+
+impl ClientArgs {
+    /// Whether this runs the daemon (which logs at info by default).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, ClientCommand::Daemon(_))
+    }
+}
+
+/// Runs one `avail client` command.
+pub fn run(args: ClientArgs) -> Result<ExitCode> {
+    let request = match args.command {
+        ClientCommand::Daemon(d) => return run_daemon(&args.socket, d),
+        ClientCommand::Status => Request::Status,
+        ClientCommand::Server(ServerCommand::Add {
+            urls,
+            credential,
+            name,
+        }) => Request::ServerAdd {
+            name,
+            urls,
+            credential,
+        },
+        ClientCommand::Server(ServerCommand::List) => Request::ServerList,
+        ClientCommand::Server(ServerCommand::Remove { name }) => Request::ServerRemove { name },
+        ClientCommand::Sync { user } => Request::Sync { user },
+        ClientCommand::Package(PackageCommand::List) => Request::PackageList,
+        ClientCommand::Package(PackageCommand::Add { url, mirrors }) => {
+            Request::PackageAdd { url, mirrors }
+        }
+        ClientCommand::Package(PackageCommand::Mount { package }) => {
+            Request::PackageMount { package }
+        }
+        ClientCommand::Package(PackageCommand::Remove { package }) => {
+            Request::PackageRemove { package }
+        }
+        ClientCommand::Config(ConfigCommand::Get { name }) => Request::ConfigGet { name },
+        ClientCommand::Config(ConfigCommand::Set { name, value }) => {
+            Request::ConfigSet { name, value }
+        }
+    };
+    let bar = Bar::new("");
+    let answer = call(&args.socket, &request, |done, total, message| {
+        bar.set(done, total, message)
+    });
+    bar.finish();
+    let value = match answer {
+        Ok(v) => v,
+        Err(CallError::Failed(f)) => {
+            eprintln!("error: {}", f.message);
+            return Ok(ExitCode::from(f.kind.exit_status()));
+        }
+        Err(e @ CallError::Connect { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(69));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_human(&request, &value);
+    }
+    Ok(match request {
+        Request::Sync { .. } if !sync_succeeded(&value) => ExitCode::from(69),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn run_daemon(socket: &std::path::Path, args: DaemonArgs) -> Result<ExitCode> {
+    let options = DaemonOptions {
+        socket: socket.to_owned(),
+        state_dir: args.state_dir,
+        mount_root: args.mount_root,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(daemon::run(options, crate::server::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether every server answered and every wanted package was added.
+fn sync_succeeded(value: &Value) -> bool {
+    let servers_ok = value["servers"]
+        .as_array()
+        .is_some_and(|s| s.iter().all(|r| r["result"] != "failed"));
+    let packages_ok = value["packages"]["failed"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
+    servers_ok && packages_ok
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn print_human(request: &Request, value: &Value) {
+    match request {
+        Request::PackageList => {
+            let rows = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let cached = p["cached_percent"]
+                        .as_f64()
+                        .map_or("-".into(), |c| format!("{c:.1}%"));
+                    let mount = match (&p["mount"], &p["error"]) {
+                        (Value::String(m), _) => m.clone(),
+                        (_, Value::String(e)) => format!("not added: {e}"),
+                        _ => "-".into(),
+                    };
+                    vec![
+                        text(&p["name"]),
+                        text(&p["version"]),
+                        text(&p["version_id"]),
+                        cached,
+                        mount,
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "VERSION", "VERSION ID", "CACHED", "MOUNT"], rows);
+        }
+        Request::ServerList => {
+            let rows = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let urls = s["urls"]
+                        .as_array()
+                        .map(|u| u.iter().map(text).collect::<Vec<_>>().join(" "))
+                        .unwrap_or_default();
+                    vec![text(&s["name"]), text(&s["last_refresh_unix"]), urls]
+                })
+                .collect();
+            print_table(&["NAME", "LAST REFRESH (UNIX)", "URLS"], rows);
+        }
+        Request::Sync { .. } => {
+            for r in value["servers"].as_array().into_iter().flatten() {
+                let detail = match &r["error"] {
+                    Value::String(e) => e.clone(),
+                    _ => text(&r["url"]),
+                };
+                println!(
+                    "{} ({}): {} — {detail}",
+                    text(&r["server"]),
+                    text(&r["audience"]),
+                    text(&r["result"])
+                );
+            }
+            let p = &value["packages"];
+            for (what, key) in [("added", "added"), ("removed", "removed")] {
+                for name in p[key].as_array().into_iter().flatten() {
+                    println!("{what}: {}", text(name));
+                }
+            }
+            for f in p["failed"].as_array().into_iter().flatten() {
+                println!("not added: {} — {}", text(&f["package"]), text(&f["error"]));
+            }
+        }
+        Request::ConfigGet { .. } => {
+            for (k, v) in value.as_object().into_iter().flatten() {
+                println!("{k} = {}", text(v));
+            }
+        }
+        Request::ConfigSet { .. } => println!(
+            "{} = {} (takes effect {})",
+            text(&value["name"]),
+            text(&value["value"]),
+            text(&value["takes_effect"])
+        ),
+        _ => match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    println!("{k}: {}", text(v));
+                }
+            }
+            other => println!("{other}"),
+        },
+    }
+}
