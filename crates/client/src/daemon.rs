@@ -38,14 +38,14 @@ use uuid::Uuid;
 use crate::blocks::{CacheMode, PackageReader};
 use crate::cache::{BlockStore, DiskCache, MemoryCache};
 use crate::fetch::{
-    FetchConfig, Fetcher, RemotePackage, apply_package_source_root, split_package_url,
+    FetchConfig, Fetcher, OpenedRanges, RemotePackage, apply_package_source_root, split_package_url,
 };
 use crate::fs::{Mount, MountOptions, mount, unmount_stale};
 use crate::protocol::{Answer, Failure, FailureKind, MAX_REQUEST, Request};
 use crate::publications::{Audience, Publications};
 use crate::refresh::{Outcome, PublishingServer, Refresher};
 use crate::settings::{NAMES, Settings};
-use crate::state::{AddedByUrl, read_json, write_json};
+use crate::state::{AddedByUrl, read_json, write_atomically, write_json};
 
 /// Connections the socket serves at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -346,6 +346,22 @@ impl Daemon {
         })
     }
 
+    /// Where the structure of an added version is kept ([`OpenedRanges`]),
+    /// so that it opens again with every mirror down.
+    fn opened_path(&self, version_id: Uuid) -> PathBuf {
+        self.state_dir.join("opened").join(version_id.to_string())
+    }
+
+    /// Forgets the saved structure of a version no longer added.
+    fn forget_opened(&self, version_id: Uuid) {
+        let path = self.opened_path(version_id);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove");
+            }
+        }
+    }
+
     fn mount_root(&self) -> PathBuf {
         lock(&self.settings).package_installation_root.clone()
     }
@@ -511,14 +527,14 @@ impl Daemon {
         Ok(json!({ "removed": name, "packages": changes }))
     }
 
-    fn update_publications(&self, f: impl FnOnce(&mut Publications)) -> Result<(), Failure> {
+    fn update_publications<R>(&self, f: impl FnOnce(&mut Publications) -> R) -> Result<R, Failure> {
         let mut publications = lock(&self.publications);
         let mut next = publications.clone();
-        f(&mut next);
+        let result = f(&mut next);
         next.save(&self.state_dir.join("publications.json"))
             .map_err(|e| internal(format!("cannot save the publications: {e}")))?;
         *publications = next;
-        Ok(())
+        Ok(result)
     }
 
     /// A publishing refresh (see the module doc) for the machine, and for
@@ -559,8 +575,12 @@ impl Daemon {
                         let now = now_unix();
                         match self.update_publications(|p| p.apply(&server.name, who, outcome, now))
                         {
-                            Ok(()) => {
+                            Ok(true) => {
                                 json!({"server": server.name, "audience": label, "result": status, "url": url})
+                            }
+                            Ok(false) => {
+                                tracing::warn!(server = %server.name, url = %url, "the answer comes from an older catalog than the one held; not applied");
+                                json!({"server": server.name, "audience": label, "result": "older", "url": url})
                             }
                             Err(f) => {
                                 json!({"server": server.name, "audience": label, "result": "failed", "error": f.message})
@@ -625,9 +645,18 @@ impl Daemon {
         let mut removed = Vec::new();
         for a in gone {
             removed.push(format!("{} {}", a.name, a.version));
+            self.forget_opened(a.version_id);
             unmount_added(a).await;
         }
-        lock(&self.add_errors).retain(|v, _| wanted.contains_key(v));
+        let abandoned: Vec<Uuid> = lock(&self.add_errors)
+            .keys()
+            .filter(|v| !wanted.contains_key(v))
+            .copied()
+            .collect();
+        for v in abandoned {
+            lock(&self.add_errors).remove(&v);
+            self.forget_opened(v);
+        }
         let mut new = Vec::new();
         let mut failed = Vec::new();
         for (vid, w) in wanted {
@@ -675,9 +704,34 @@ impl Daemon {
             ..FetchConfig::default()
         };
         let fetcher = Fetcher::new(&bases, config).map_err(|e| unavailable(e.to_string()))?;
-        let remote = RemotePackage::open(fetcher, path, Limits::default())
-            .await
-            .map_err(|e| unavailable(format!("cannot open {}: {e}", bases.join(" or "))))?;
+        let opened_path = self.opened_path(w.version_id);
+        let saved = std::fs::read(&opened_path)
+            .ok()
+            .and_then(|bytes| OpenedRanges::decode(&bytes));
+        let from_saved = match saved {
+            Some(saved) => RemotePackage::open_saved(fetcher.clone(), path.clone(), Limits::default(), saved)
+                .await
+                .inspect_err(|e| tracing::warn!(version_id = %w.version_id, error = %e, "the saved structure of a package version does not open; opening it from its mirrors"))
+                .ok(),
+            None => None,
+        };
+        let remote = match from_saved {
+            Some(remote) => remote,
+            None => {
+                let remote = RemotePackage::open(fetcher, path, Limits::default())
+                    .await
+                    .map_err(|e| unavailable(format!("cannot open {}: {e}", bases.join(" or "))))?;
+                let encoded = remote.opened_ranges().encode();
+                let saved = opened_path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| write_atomically(&opened_path, &encoded, 0o600));
+                if let Err(e) = saved {
+                    tracing::warn!(path = %opened_path.display(), error = %e, "cannot save the structure of a package version; it will need a mirror to open again");
+                }
+                remote
+            }
+        };
         let manifest = remote.package().manifest();
         let name = if w.name.is_empty() {
             manifest.name.clone()
@@ -908,6 +962,7 @@ impl Daemon {
             saved
         };
         if let Err(e) = saved {
+            self.forget_opened(version_id);
             unmount_added(added).await;
             return Err(internal(format!("cannot save the added packages: {e}")));
         }

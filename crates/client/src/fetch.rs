@@ -687,6 +687,81 @@ pub struct RemoteSource {
     tail_start: u64,
     tail: Bytes,
     windows: Mutex<VecDeque<(u64, Bytes)>>,
+    /// Ranges known before the open (a saved [`OpenedRanges`]).
+    saved: Vec<(u64, Bytes)>,
+    /// Every range fetched, while their total stays within [`MAX_OPENED_BYTES`].
+    recorded: Mutex<(u64, Vec<(u64, Bytes)>)>,
+}
+
+/// The most bytes of a package file an [`OpenedRanges`] keeps.
+pub const MAX_OPENED_BYTES: u64 = 64 << 20;
+
+/// The bytes of a package file that opening it read (its tail, central
+/// directory and metadata parts) and its length: saved by the client daemon
+/// so that a package version it added once opens again with no mirror
+/// reachable ([`RemotePackage::open_saved`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenedRanges {
+    /// The file's length.
+    pub len: u64,
+    /// `(offset, bytes)`, sorted by offset.
+    pub ranges: Vec<(u64, Bytes)>,
+}
+
+const OPENED_MAGIC: &[u8; 8] = b"AVOPEN1\n";
+
+impl OpenedRanges {
+    /// The ranges as one byte string: a magic, the length, the count, each
+    /// range (offset, length, bytes) and the SHA-256 of all that.
+    pub fn encode(&self) -> Vec<u8> {
+        use sha2::{Digest as _, Sha256};
+        let mut out = Vec::new();
+        out.extend_from_slice(OPENED_MAGIC);
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&(self.ranges.len() as u64).to_le_bytes());
+        for (offset, bytes) in &self.ranges {
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Reads what [`OpenedRanges::encode`] wrote; `None` for anything else
+    /// (a torn or altered file): every count and length is checked against
+    /// the input before it is used.
+    pub fn decode(input: &[u8]) -> Option<OpenedRanges> {
+        use sha2::{Digest as _, Sha256};
+        let body_len = input.len().checked_sub(32)?;
+        let (body, digest) = input.split_at(body_len);
+        if Sha256::digest(body).as_slice() != digest || !body.starts_with(OPENED_MAGIC) {
+            return None;
+        }
+        let mut rest = &body[OPENED_MAGIC.len()..];
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            *rest = tail;
+            Some(head)
+        }
+        fn number(rest: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
+        }
+        let len = number(&mut rest)?;
+        let count = number(&mut rest)?;
+        let mut ranges = Vec::new();
+        for _ in 0..count {
+            let offset = number(&mut rest)?;
+            let n = usize::try_from(number(&mut rest)?).ok()?;
+            let bytes = take(&mut rest, n)?;
+            if offset.checked_add(n as u64)? > len {
+                return None;
+            }
+            ranges.push((offset, Bytes::copy_from_slice(bytes)));
+        }
+        rest.is_empty().then_some(OpenedRanges { len, ranges })
+    }
 }
 
 impl RemoteSource {
@@ -694,14 +769,60 @@ impl RemoteSource {
     pub async fn open(fetcher: Fetcher, path: impl Into<String>) -> Result<Self> {
         let path = path.into();
         let (len, tail) = fetcher.fetch_tail(&path, TAIL_FETCH).await?;
+        let tail_start = len - tail.len() as u64;
         Ok(RemoteSource {
             fetcher,
-            tail_start: len - tail.len() as u64,
+            tail_start,
             path,
             len,
+            recorded: Mutex::new((tail.len() as u64, vec![(tail_start, tail.clone())])),
             tail,
             windows: Mutex::new(VecDeque::new()),
+            saved: Vec::new(),
         })
+    }
+
+    /// A source that answers from `saved` and fetches only what it lacks.
+    pub fn from_saved(fetcher: Fetcher, path: impl Into<String>, saved: OpenedRanges) -> Self {
+        RemoteSource {
+            fetcher,
+            path: path.into(),
+            len: saved.len,
+            tail_start: saved.len,
+            tail: Bytes::new(),
+            windows: Mutex::new(VecDeque::new()),
+            saved: saved.ranges,
+            recorded: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// What was read of the file so far: the saved ranges and those fetched.
+    pub fn opened_ranges(&self) -> OpenedRanges {
+        let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ranges: Vec<(u64, Bytes)> = self.saved.iter().chain(&recorded.1).cloned().collect();
+        ranges.sort_by_key(|(offset, bytes)| (*offset, std::cmp::Reverse(bytes.len())));
+        // Drop ranges inside an earlier one.
+        let mut kept: Vec<(u64, Bytes)> = Vec::with_capacity(ranges.len());
+        for (offset, bytes) in ranges {
+            let inside = kept
+                .last()
+                .is_some_and(|(o, b)| offset + bytes.len() as u64 <= o + b.len() as u64);
+            if !inside {
+                kept.push((offset, bytes));
+            }
+        }
+        OpenedRanges {
+            len: self.len,
+            ranges: kept,
+        }
+    }
+
+    fn record(&self, offset: u64, bytes: &Bytes) {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if recorded.0 + bytes.len() as u64 <= MAX_OPENED_BYTES {
+            recorded.0 += bytes.len() as u64;
+            recorded.1.push((offset, bytes.clone()));
+        }
     }
 
     /// The path on the mirrors.
@@ -725,7 +846,12 @@ impl RemoteSource {
                 false
             }
         };
-        if copy(self.tail_start, &self.tail, buf) {
+        if copy(self.tail_start, &self.tail, buf)
+            || self
+                .saved
+                .iter()
+                .any(|(start, bytes)| copy(*start, bytes, buf))
+        {
             return true;
         }
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -760,6 +886,7 @@ impl ReadAt for RemoteSource {
                 .fetch_blocking(&self.path, offset..end)
                 .map_err(fail)?;
             buf.copy_from_slice(&bytes);
+            self.record(offset, &bytes);
             return Ok(());
         }
         // A small read: fetch the aligned window around it (two when it straddles).
@@ -776,6 +903,7 @@ impl ReadAt for RemoteSource {
             .map_err(fail)?;
         let at = (offset - start) as usize;
         buf.copy_from_slice(&bytes[at..at + buf.len()]);
+        self.record(start, &bytes);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if windows.len() == WINDOWS {
             windows.pop_front();
@@ -809,6 +937,35 @@ impl RemotePackage {
         Ok(RemotePackage {
             package: Arc::new(package),
         })
+    }
+
+    /// Open the package at `path` from the ranges a previous open read
+    /// ([`RemotePackage::opened_ranges`]), fetching only what they lack: no
+    /// request at all when they are complete, so a package version opens
+    /// while every mirror is down.
+    pub async fn open_saved(
+        fetcher: Fetcher,
+        path: impl Into<String>,
+        limits: Limits,
+        saved: OpenedRanges,
+    ) -> Result<Self> {
+        let path = path.into();
+        let source = RemoteSource::from_saved(fetcher, path.clone(), saved);
+        let package = tokio::task::spawn_blocking(move || Package::open_with(source, limits))
+            .await
+            .map_err(|e| FetchError::Unavailable {
+                path,
+                what: "open".into(),
+                last: e.to_string(),
+            })??;
+        Ok(RemotePackage {
+            package: Arc::new(package),
+        })
+    }
+
+    /// The ranges of the file its open read, to open it again offline.
+    pub fn opened_ranges(&self) -> OpenedRanges {
+        self.package.source().opened_ranges()
     }
 
     /// [`RemotePackage::open`] for a thread outside the runtime.

@@ -20,9 +20,7 @@
 //! (it names the packages each user is published).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::io;
 use std::path::Path;
 
 use avail_model::publishing::{AnswerConnectionGroup, PublishingAnswer};
@@ -30,6 +28,10 @@ use avail_model::{PackageId, VersionId};
 use serde::{Deserialize, Serialize};
 
 use crate::refresh::Outcome;
+
+/// How many answers in a row from an older catalog it takes to replace a
+/// newer one (see [`Publications::apply`]).
+pub const OLDER_ANSWERS_ACCEPTED: u32 = 3;
 
 /// Whom a publishing answer is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +61,10 @@ pub struct Snapshot {
     pub etag: Option<String>,
     /// When the server last gave or confirmed it (seconds since the epoch).
     pub refreshed_at_unix: u64,
+    /// Answers in a row with an older catalog sequence than this one's, which
+    /// were not applied (see [`Publications::apply`]).
+    #[serde(default)]
+    pub older_answers: u32,
 }
 
 /// One server's snapshots.
@@ -164,13 +170,30 @@ impl Publications {
     /// changed answer replaces that audience's snapshot (what it no longer
     /// lists is gone); an unchanged one only moves its time (and does nothing
     /// when there is no snapshot to confirm).
-    pub fn apply(&mut self, server: &str, who: &Audience, outcome: Outcome, now_unix: u64) {
+    ///
+    /// A changed answer from an older catalog than the snapshot's (a lower
+    /// sequence: a publishing node behind the others, reached after a
+    /// failover) is not applied, so that a lagging node never unpublishes
+    /// what a newer catalog lists; only after [`OLDER_ANSWERS_ACCEPTED`] such
+    /// answers in a row (the catalog was rebuilt with lower sequence numbers)
+    /// is it taken. Returns whether the answer was applied.
+    pub fn apply(&mut self, server: &str, who: &Audience, outcome: Outcome, now_unix: u64) -> bool {
         match outcome {
             Outcome::Changed { answer, etag, .. } => {
+                let current = self.servers.get_mut(server).and_then(|p| p.get_mut(who));
+                if let Some(current) = current {
+                    if answer.sequence < current.answer.sequence
+                        && current.older_answers + 1 < OLDER_ANSWERS_ACCEPTED
+                    {
+                        current.older_answers += 1;
+                        return false;
+                    }
+                }
                 let snapshot = Snapshot {
                     answer,
                     etag,
                     refreshed_at_unix: now_unix,
+                    older_answers: 0,
                 };
                 let entry = self.servers.entry(server.to_string()).or_default();
                 match who {
@@ -183,9 +206,11 @@ impl Publications {
             Outcome::Unchanged { .. } => {
                 if let Some(s) = self.servers.get_mut(server).and_then(|p| p.get_mut(who)) {
                     s.refreshed_at_unix = now_unix;
+                    s.older_answers = 0;
                 }
             }
         }
+        true
     }
 
     /// Forgets everything `server` published (it is no longer configured).
@@ -272,56 +297,13 @@ impl Publications {
     /// The publications saved at `path`; none when there is no file. A file
     /// that is not publications is an error ([`io::ErrorKind::InvalidData`]).
     pub fn load(path: &Path) -> io::Result<Self> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(e),
-        };
-        serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not saved publications: {e}", path.display()),
-            )
-        })
+        crate::state::read_json(path)
     }
 
-    /// Saves the publications at `path` atomically, mode 0600: written to a
-    /// temporary file beside it, synced, renamed over it, and the directory
-    /// synced.
+    /// Saves the publications at `path` atomically
+    /// ([`crate::state::write_atomically`]), mode 0600.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let name = path.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} names no file", path.display()),
-            )
-        })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".tmp.{}", std::process::id()));
-        let temp = dir.join(temp_name);
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)?;
-            // A leftover temporary file keeps its mode through `open`.
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            fs::rename(&temp, path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
-        File::open(dir)?.sync_all()
+        crate::state::write_json(path, self, 0o600)
     }
 }
 
@@ -329,6 +311,8 @@ impl Publications {
 mod tests {
     use avail_model::ConnectionGroupId;
     use avail_model::publishing::AnswerPackage;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
     use uuid::Uuid;
 
     use super::*;
@@ -380,6 +364,51 @@ mod tests {
 
     fn alice() -> Audience {
         Audience::User("alice".into())
+    }
+
+    fn at_sequence(sequence: i64, packages: Vec<AnswerPackage>) -> Outcome {
+        match changed(packages, &format!("s{sequence}")) {
+            Outcome::Changed {
+                mut answer,
+                etag,
+                url,
+            } => {
+                answer.sequence = sequence;
+                Outcome::Changed { answer, etag, url }
+            }
+            unchanged => unchanged,
+        }
+    }
+
+    #[test]
+    fn a_node_behind_the_others_does_not_unpublish_until_it_persists() {
+        let mut p = Publications::default();
+        assert!(p.apply(
+            "a",
+            &Audience::Machine,
+            at_sequence(10, vec![package(1, &[])]),
+            1
+        ));
+        // Failover to a node whose catalog is older: not applied, twice.
+        for _ in 0..OLDER_ANSWERS_ACCEPTED - 1 {
+            assert!(!p.apply("a", &Audience::Machine, at_sequence(9, Vec::new()), 2));
+            assert_eq!(ids(&p.packages()), [1]);
+        }
+        // The third in a row is taken (the catalog was rebuilt).
+        assert!(p.apply("a", &Audience::Machine, at_sequence(9, Vec::new()), 3));
+        assert!(p.packages().is_empty());
+        // A confirmation in between starts the count again.
+        assert!(p.apply(
+            "a",
+            &Audience::Machine,
+            at_sequence(20, vec![package(2, &[])]),
+            4
+        ));
+        assert!(!p.apply("a", &Audience::Machine, at_sequence(19, Vec::new()), 5));
+        assert!(p.apply("a", &Audience::Machine, unchanged(), 6));
+        assert!(!p.apply("a", &Audience::Machine, at_sequence(19, Vec::new()), 7));
+        assert!(!p.apply("a", &Audience::Machine, at_sequence(19, Vec::new()), 8));
+        assert_eq!(ids(&p.packages()), [2]);
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! STATE/servers.json         publishing servers with their credentials (0600)
 //! STATE/publications.json    the last answer of each server, per audience
 //! STATE/added.json           package versions added by URL, outside any server
+//! STATE/opened/<VersionId>   the bytes opening an added version read (fetch::OpenedRanges)
 //! STATE/cache/               the block cache (cache.rs)
 //! ```
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -32,6 +33,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
             .truncate(true)
             .mode(mode)
             .open(&temp)?;
+        // A temporary file left by a crash keeps its old mode through `open`.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;
@@ -82,7 +85,6 @@ pub struct AddedByUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn files_are_replaced_whole_with_their_mode() {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avail_client::fetch::{
-    FetchConfig, FetchError, Fetcher, RemotePackage, apply_package_source_root, package_path,
-    split_package_url,
+    FetchConfig, FetchError, Fetcher, OpenedRanges, RemotePackage, apply_package_source_root,
+    package_path, split_package_url,
 };
 use avail_format::{BLOCK_SIZE, Limits, NoProgress, PackOptions, Package, pack};
 use tokio::net::TcpListener;
@@ -313,4 +313,53 @@ fn fetch_the_blocking_facade_opens_from_a_plain_thread() {
     let blocks = package.blocks_blocking(big, 5..10).unwrap();
     assert_eq!(blocks[4], expected_block(&f, 9));
     assert!(Path::new(&f.share["file://".len()..]).is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_a_package_opened_once_opens_again_with_every_mirror_down() {
+    let f = fixture();
+    let m = mirror(&f.bytes).await;
+    let (fetcher, package) = open(std::slice::from_ref(&m.base), config()).await;
+    let saved = package.opened_ranges();
+    let kept: usize = saved.ranges.iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        kept < f.bytes.len(),
+        "kept {kept} of {} bytes",
+        f.bytes.len()
+    );
+    let encoded = saved.encode();
+    let decoded = OpenedRanges::decode(&encoded).unwrap();
+    assert_eq!(decoded, saved);
+    // A torn or altered copy is refused, whatever byte changed.
+    assert!(OpenedRanges::decode(&encoded[..encoded.len() - 1]).is_none());
+    for at in [0, 9, 17, encoded.len() / 2, encoded.len() - 1] {
+        let mut bad = encoded.clone();
+        bad[at] ^= 1;
+        assert!(OpenedRanges::decode(&bad).is_none(), "flipped byte {at}");
+    }
+    assert!(OpenedRanges::decode(b"").is_none());
+
+    m.set(Mode::Fail);
+    let before = m.requests();
+    let again =
+        RemotePackage::open_saved(fetcher, package_path(PKG, VER), Limits::default(), decoded)
+            .await
+            .unwrap();
+    assert_eq!(
+        m.requests(),
+        before,
+        "opening from the saved ranges asked the mirror"
+    );
+    assert_eq!(again.package().manifest(), package.package().manifest());
+    let names = |p: &RemotePackage| -> Vec<String> {
+        p.package()
+            .files()
+            .iter()
+            .map(|f| f.map.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&again), names(&package));
+    // Blocks still come from the mirror, once it is back.
+    m.set(Mode::Serve);
+    check_all_blocks(&f, &again).await;
 }
