@@ -355,10 +355,10 @@ impl Daemon {
     /// Forgets the saved structure of a version no longer added.
     fn forget_opened(&self, version_id: Uuid) {
         let path = self.opened_path(version_id);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove");
-            }
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove");
         }
     }
 

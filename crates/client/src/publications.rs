@@ -181,13 +181,12 @@ impl Publications {
         match outcome {
             Outcome::Changed { answer, etag, .. } => {
                 let current = self.servers.get_mut(server).and_then(|p| p.get_mut(who));
-                if let Some(current) = current {
-                    if answer.sequence < current.answer.sequence
-                        && current.older_answers + 1 < OLDER_ANSWERS_ACCEPTED
-                    {
-                        current.older_answers += 1;
-                        return false;
-                    }
+                if let Some(current) = current
+                    && answer.sequence < current.answer.sequence
+                    && current.older_answers + 1 < OLDER_ANSWERS_ACCEPTED
+                {
+                    current.older_answers += 1;
+                    return false;
                 }
                 let snapshot = Snapshot {
                     answer,
