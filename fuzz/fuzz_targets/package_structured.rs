@@ -118,6 +118,7 @@ struct FsSpec {
     name: NameSpec,
     kind: u8,
     mode: u16,
+    mtime: Option<i64>,
     target: String,
 }
 
@@ -497,6 +498,7 @@ fn build(spec: &Spec) -> (Vec<u8>, Vec<(String, Vec<u8>)>, bool) {
                     name,
                     kind,
                     mode: u32::from(e.mode) % 0o10000,
+                    mtime: e.mtime,
                 }
             })
             .collect();

@@ -8,8 +8,12 @@
 //! Sizes are the block map's uncompressed sizes. Reads go through
 //! [`PackageReader::read_blocking`]; any error becomes `EIO`.
 //!
-//! What the format does not carry, and what the mount shows instead: times
-//! (every time is the Unix epoch, the same on every mount), owners (every
+//! Every time of an entry (access, modification, change) is its modification
+//! time from the metadata (`Modified`), the same on every mount; an entry
+//! without one (packages made before Avail recorded times) shows the Unix
+//! epoch.
+//!
+//! What the format does not carry, and what the mount shows instead: owners (every
 //! entry belongs to the user and group that mounted it), hard links (every
 //! file has one link), and special files. Modes are shown as packed except the
 //! setuid and setgid bits, which are cleared (the files are not the packager's
@@ -80,6 +84,8 @@ enum Kind {
 struct Node {
     parent: u64,
     mode: u32,
+    /// Last modification, seconds since the epoch (0 when not recorded).
+    mtime: i64,
     size: u64,
     kind: Kind,
 }
@@ -163,19 +169,31 @@ impl Tree {
             }
         }
         // The root directory's mode, if the metadata lists `Root` itself.
-        let root_mode = package
-            .filesystem_metadata()
-            .and_then(|m| {
-                m.entries.iter().find(|e| {
-                    matches!(e.kind, EntryKind::Directory)
-                        && below_root(&e.name).is_some_and(|s| s.is_empty())
-                })
+        let root_entry = package.filesystem_metadata().and_then(|m| {
+            m.entries.iter().find(|e| {
+                matches!(e.kind, EntryKind::Directory)
+                    && below_root(&e.name).is_some_and(|s| s.is_empty())
             })
-            .map(|e| e.mode);
+        });
+        let root_mode = root_entry.map(|e| e.mode);
+        // Modification times, where the metadata records them.
+        let mtimes: HashMap<Vec<String>, i64> = package
+            .filesystem_metadata()
+            .map(|m| {
+                m.entries
+                    .iter()
+                    .filter_map(|e| {
+                        let key = below_root(&e.name)?.iter().map(|s| s.to_string()).collect();
+                        Some((key, e.mtime?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let mut nodes = vec![Node {
             parent: 1,
             mode: clean_mode(root_mode.unwrap_or(DEFAULT_DIR_MODE)),
+            mtime: root_entry.and_then(|e| e.mtime).unwrap_or(0),
             size: 0,
             kind: Kind::Dir(BTreeMap::new()),
         }];
@@ -211,6 +229,7 @@ impl Tree {
             nodes.push(Node {
                 parent,
                 mode: clean_mode(mode.unwrap_or(default)),
+                mtime: mtimes.get(&key).copied().unwrap_or(0),
                 size,
                 kind,
             });
@@ -255,7 +274,13 @@ impl PackageFs {
             }
             _ => 1,
         };
-        let t: SystemTime = UNIX_EPOCH;
+        let since_epoch = Duration::from_secs(node.mtime.unsigned_abs());
+        let t: SystemTime = if node.mtime >= 0 {
+            UNIX_EPOCH.checked_add(since_epoch)
+        } else {
+            UNIX_EPOCH.checked_sub(since_epoch)
+        }
+        .unwrap_or(UNIX_EPOCH);
         FileAttr {
             ino: INodeNo(ino),
             size: node.size,
@@ -601,4 +626,22 @@ fn effective_ids() -> (u32, u32) {
     std::fs::metadata("/proc/self")
         .map(|m| (m.uid(), m.gid()))
         .unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped_as_the_kernel_escapes_them() {
+        assert_eq!(
+            unescape_mountinfo(r"/run/avail/a\040b\011c\134d\012e"),
+            std::path::PathBuf::from("/run/avail/a b\tc\\d\ne")
+        );
+        // Not an escape: kept as it is.
+        assert_eq!(
+            unescape_mountinfo(r"/x\9y\04"),
+            std::path::PathBuf::from(r"/x\9y\04")
+        );
+    }
 }

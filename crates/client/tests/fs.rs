@@ -51,7 +51,17 @@ fn make_tree(src: &Path) {
     fs::create_dir_all(src.join("opt/app/empty")).unwrap();
     fs::set_permissions(src.join("opt/app/empty"), fs::Permissions::from_mode(0o750)).unwrap();
     symlink("bin/app", src.join("opt/app/run")).unwrap();
+    // A known modification time, which the mount must show.
+    let file = fs::File::options()
+        .write(true)
+        .open(src.join("opt/app/readme.txt"))
+        .unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(README_MTIME))
+        .unwrap();
 }
+
+/// The modification time `make_tree` gives `opt/app/readme.txt`.
+const README_MTIME: u64 = 1_600_000_000;
 
 fn pack_tree(dir: &Path) -> Vec<u8> {
     let src = dir.join("src");
@@ -154,6 +164,12 @@ async fn fs_mount_shows_the_tree_and_unmounts() {
         // The executable bit.
         let exe = fs::metadata(root.join("opt/app/bin/app")).unwrap();
         assert_ne!(exe.permissions().mode() & 0o111, 0);
+        // The modification time recorded at pack time.
+        let readme = fs::metadata(root.join("opt/app/readme.txt")).unwrap();
+        assert_eq!(
+            readme.modified().unwrap(),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(README_MTIME)
+        );
 
         // Listings, with the empty directory and the symlink.
         assert_eq!(names(root), ["opt", "usr"]);

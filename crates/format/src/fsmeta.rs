@@ -37,6 +37,9 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits (`0o7777`).
     pub mode: u32,
+    /// Last modification, in seconds since the Unix epoch (`Modified`,
+    /// optional: packages made before it was recorded have none).
+    pub mtime: Option<i64>,
 }
 
 /// The parsed part.
@@ -83,6 +86,15 @@ impl FilesystemMetadata {
                 .ok_or_else(|| {
                     FormatError::xml(PART, format!("{name}: missing or invalid octal Mode"))
                 })?;
+            let mtime = match e.attr("Modified") {
+                None => None,
+                Some(m) => Some(m.parse::<i64>().map_err(|_| {
+                    FormatError::xml(
+                        PART,
+                        format!("{name}: Modified is not whole seconds: {m:?}"),
+                    )
+                })?),
+            };
             let kind = match e.name.as_str() {
                 "Directory" => EntryKind::Directory,
                 "File" => EntryKind::File,
@@ -106,6 +118,7 @@ impl FilesystemMetadata {
                 name: name.to_owned(),
                 kind,
                 mode,
+                mtime,
             });
         }
         Ok(FilesystemMetadata { entries })
@@ -118,17 +131,21 @@ impl FilesystemMetadata {
         );
         for e in &self.entries {
             let name = xml::escape(&e.name);
+            let modified = e
+                .mtime
+                .map(|m| format!(" Modified=\"{m}\""))
+                .unwrap_or_default();
             match &e.kind {
                 EntryKind::Directory => out.push_str(&format!(
-                    "  <avail:Directory Name=\"{name}\" Mode=\"{:o}\"/>\n",
+                    "  <avail:Directory Name=\"{name}\" Mode=\"{:o}\"{modified}/>\n",
                     e.mode
                 )),
                 EntryKind::File => out.push_str(&format!(
-                    "  <avail:File Name=\"{name}\" Mode=\"{:o}\"/>\n",
+                    "  <avail:File Name=\"{name}\" Mode=\"{:o}\"{modified}/>\n",
                     e.mode
                 )),
                 EntryKind::Symlink { target } => out.push_str(&format!(
-                    "  <avail:Symlink Name=\"{name}\" Mode=\"{:o}\" Target=\"{}\"/>\n",
+                    "  <avail:Symlink Name=\"{name}\" Mode=\"{:o}\" Target=\"{}\"{modified}/>\n",
                     e.mode,
                     xml::escape(target)
                 )),
@@ -151,11 +168,13 @@ mod tests {
                     name: "Root\\opt".into(),
                     kind: EntryKind::Directory,
                     mode: 0o755,
+                    mtime: Some(1_700_000_000),
                 },
                 Entry {
                     name: "Root\\opt\\x".into(),
                     kind: EntryKind::File,
                     mode: 0o4755,
+                    mtime: None,
                 },
                 Entry {
                     name: "Root\\opt\\l".into(),
@@ -163,6 +182,7 @@ mod tests {
                         target: "../x & y".into(),
                     },
                     mode: 0o777,
+                    mtime: Some(-5),
                 },
             ],
         };
@@ -170,5 +190,9 @@ mod tests {
             FilesystemMetadata::parse(meta.to_xml().as_bytes()).unwrap(),
             meta
         );
+        let bad = meta
+            .to_xml()
+            .replace("Modified=\"-5\"", "Modified=\"yesterday\"");
+        assert!(FilesystemMetadata::parse(bad.as_bytes()).is_err());
     }
 }

@@ -211,6 +211,7 @@ fn scan(dir: &Path) -> Result<(Vec<Input>, FilesystemMetadata)> {
         name: "Root".into(),
         kind: EntryKind::Directory,
         mode: root_meta.mode() & 0o7777,
+        mtime: Some(root_meta.mtime()),
     });
     let walk = walkdir::WalkDir::new(dir)
         .follow_links(false)
@@ -272,7 +273,12 @@ fn scan(dir: &Path) -> Result<(Vec<Input>, FilesystemMetadata)> {
                 reason: "only regular files, directories and symlinks can be packed (not devices, sockets or FIFOs)".into(),
             });
         };
-        meta.entries.push(Entry { name, kind, mode });
+        meta.entries.push(Entry {
+            name,
+            kind,
+            mode,
+            mtime: Some(md.mtime()),
+        });
     }
     Ok((inputs, meta))
 }
