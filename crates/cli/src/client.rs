@@ -180,8 +180,8 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
         }
     };
     let bar = Bar::new("");
-    let answer = call(&args.socket, &request, |done, total, message| {
-        bar.set(done, total, message)
+    let answer = call(&args.socket, &request, |p| {
+        bar.set(p.done, p.total, p.bytes, &p.message)
     });
     bar.finish();
     let value = match answer {

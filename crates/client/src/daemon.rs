@@ -41,7 +41,7 @@ use crate::fetch::{
     FetchConfig, Fetcher, OpenedRanges, RemotePackage, apply_package_source_root, split_package_url,
 };
 use crate::fs::{Mount, MountOptions, mount, unmount_stale};
-use crate::protocol::{Answer, Failure, FailureKind, MAX_REQUEST, Request};
+use crate::protocol::{Answer, Failure, FailureKind, MAX_REQUEST, Progress, Request};
 use crate::publications::{Audience, Publications};
 use crate::refresh::{Outcome, PublishingServer, Refresher};
 use crate::settings::{NAMES, Settings};
@@ -381,7 +381,7 @@ impl Daemon {
                     (None, _) if root || caller.name.is_empty() => None,
                     (None, _) => Some(caller.name.clone()),
                 };
-                Ok(self.refresh(user).await)
+                Ok(self.refresh(user, Some(tx)).await)
             }
             _ if !root => Err(permission_denied(match request {
                 Request::ServerAdd { .. } => "add a publishing server",
@@ -523,7 +523,7 @@ impl Daemon {
             }
         }
         self.update_publications(|p| p.forget_server(name))?;
-        let changes = self.reconcile().await;
+        let changes = self.reconcile(None).await;
         Ok(json!({ "removed": name, "packages": changes }))
     }
 
@@ -539,7 +539,11 @@ impl Daemon {
 
     /// A publishing refresh (see the module doc) for the machine, and for
     /// `user` or, when `None`, every user known.
-    async fn refresh(&self, user: Option<String>) -> Value {
+    async fn refresh(
+        &self,
+        user: Option<String>,
+        progress: Option<&mpsc::Sender<Answer>>,
+    ) -> Value {
         let _work = self.work.lock().await;
         let servers = lock(&self.servers).clone();
         let mut audiences = vec![Audience::Machine];
@@ -553,8 +557,17 @@ impl Daemon {
             ),
         }
         let mut results = Vec::new();
+        let total = (servers.len() * audiences.len()) as u64;
         for server in &servers {
             for who in &audiences {
+                if let Some(tx) = progress {
+                    let _ = tx.try_send(Answer::Progress(Progress {
+                        done: results.len() as u64,
+                        total,
+                        bytes: false,
+                        message: format!("refreshing {}", server.name),
+                    }));
+                }
                 let etag = lock(&self.publications)
                     .etag(&server.name, who)
                     .map(str::to_owned);
@@ -595,7 +608,7 @@ impl Daemon {
                 results.push(result);
             }
         }
-        let packages = self.reconcile().await;
+        let packages = self.reconcile(progress).await;
         let report = json!({ "at_unix": now_unix(), "servers": results, "packages": packages });
         *lock(&self.last_refresh) = Some(report.clone());
         report
@@ -631,8 +644,12 @@ impl Daemon {
     }
 
     /// Makes the added versions match [`Daemon::wanted`]; the caller holds `work`.
-    async fn reconcile(&self) -> Value {
+    async fn reconcile(&self, progress: Option<&mpsc::Sender<Answer>>) -> Value {
         let wanted = self.wanted();
+        let to_add = {
+            let added = lock(&self.added);
+            wanted.keys().filter(|v| !added.contains_key(v)).count() as u64
+        };
         let gone: Vec<Arc<Added>> = {
             let mut added = lock(&self.added);
             let ids: Vec<Uuid> = added
@@ -662,6 +679,14 @@ impl Daemon {
         for (vid, w) in wanted {
             if lock(&self.added).contains_key(&vid) {
                 continue;
+            }
+            if let Some(tx) = progress {
+                let _ = tx.try_send(Answer::Progress(Progress {
+                    done: (new.len() + failed.len()) as u64,
+                    total: to_add,
+                    bytes: false,
+                    message: format!("adding {} {}", w.name, w.version),
+                }));
             }
             match self.add(&w).await {
                 Ok(a) => {
@@ -1014,7 +1039,12 @@ impl Daemon {
                 done = &mut load => break done,
                 () = tokio::time::sleep(Duration::from_millis(250)) => {
                     let done = added.reader.cached().cached_bytes;
-                    let _ = tx.try_send(Answer::Progress { done, total, message: message.clone() });
+                    let _ = tx.try_send(Answer::Progress(Progress {
+                        done,
+                        total,
+                        bytes: true,
+                        message: message.clone(),
+                    }));
                 }
             }
         };
@@ -1126,7 +1156,7 @@ async fn unmount_added(added: Arc<Added>) {
 /// Refreshes at start and then every `RefreshInterval` seconds (re-read
 /// each time; 0 means only at start).
 async fn refresh_loop(daemon: Arc<Daemon>) {
-    daemon.refresh(None).await;
+    daemon.refresh(None, None).await;
     let mut waited = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1134,7 +1164,7 @@ async fn refresh_loop(daemon: Arc<Daemon>) {
         let interval = lock(&daemon.settings).refresh_interval;
         if interval > 0 && waited >= interval {
             waited = 0;
-            daemon.refresh(None).await;
+            daemon.refresh(None, None).await;
         }
     }
 }

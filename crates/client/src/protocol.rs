@@ -87,19 +87,26 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Answer {
-    /// Work in progress: `done` of `total` (bytes or items) and what.
-    Progress {
-        /// Done so far.
-        done: u64,
-        /// The whole.
-        total: u64,
-        /// What is being done.
-        message: String,
-    },
+    /// Work in progress.
+    Progress(Progress),
     /// The result: the last line.
     Ok(serde_json::Value),
     /// The failure: the last line.
     Error(Failure),
+}
+
+/// How far long work has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Done so far.
+    pub done: u64,
+    /// The whole.
+    pub total: u64,
+    /// Whether `done` and `total` count bytes (else items: servers, packages).
+    #[serde(default)]
+    pub bytes: bool,
+    /// What is being done.
+    pub message: String,
 }
 
 /// Why a request failed.
@@ -178,7 +185,7 @@ pub enum CallError {
 pub fn call(
     socket: &Path,
     request: &Request,
-    mut progress: impl FnMut(u64, u64, &str),
+    mut progress: impl FnMut(&Progress),
 ) -> Result<serde_json::Value, CallError> {
     let stream = UnixStream::connect(socket).map_err(|source| CallError::Connect {
         socket: socket.display().to_string(),
@@ -199,11 +206,7 @@ pub fn call(
             return Err(CallError::Broken("the daemon closed the connection".into()));
         }
         match serde_json::from_str::<Answer>(&line) {
-            Ok(Answer::Progress {
-                done,
-                total,
-                message,
-            }) => progress(done, total, &message),
+            Ok(Answer::Progress(p)) => progress(&p),
             Ok(Answer::Ok(value)) => return Ok(value),
             Ok(Answer::Error(failure)) => return Err(CallError::Failed(failure)),
             Err(e) => return Err(CallError::Broken(e.to_string())),

@@ -53,7 +53,7 @@ impl Daemon {
     }
 
     fn call(&self, request: Request) -> Result<serde_json::Value, CallError> {
-        call(&self.socket, &request, |_, _, _| {})
+        call(&self.socket, &request, |_| {})
     }
 
     fn stop(mut self) -> Result<(), String> {
