@@ -80,9 +80,10 @@
 //! the blocks it fetched); read-ahead inserts go to blocking threads.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use avail_format::{BLOCK_SIZE, FormatError, fsmeta, manifest, names, streammap};
 use bytes::{Bytes, BytesMut};
@@ -185,7 +186,17 @@ struct Inner {
     flights: Mutex<HashMap<BlockHash, watch::Receiver<()>>>,
     /// Hashes this reader pinned on disk (once each).
     pinned: Mutex<HashSet<BlockHash>>,
+    /// The last few failed reads: file, its blocks, when the failure ended.
+    failures: Mutex<VecDeque<(usize, Range<usize>, Instant)>>,
 }
+
+/// How long after a read failed a read of the same blocks fails at once.
+/// The kernel answers a failed read-ahead by reading the page again straight
+/// away; without this, one `read(2)` would wait the read timeout twice.
+pub const FAIL_FAST: Duration = Duration::from_secs(1);
+
+/// How many failed reads [`FAIL_FAST`] remembers.
+const FAILURES_KEPT: usize = 8;
 
 impl std::fmt::Debug for PackageReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +271,7 @@ impl PackageReader {
                 read_ahead,
                 flights: Mutex::new(HashMap::new()),
                 pinned: Mutex::new(HashSet::new()),
+                failures: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -282,16 +294,40 @@ impl PackageReader {
     /// Bytes `[offset, offset + len)` of file `file`, fewer at the file's end
     /// (none past it). Fails (always `EIO` to a reader) when a block cannot
     /// be fetched within the read timeout, or `file` does not exist.
+    ///
+    /// A read of blocks whose read failed less than [`FAIL_FAST`] ago fails
+    /// at once.
     pub async fn read(&self, file: usize, offset: u64, len: u64) -> Result<Bytes> {
-        let fetcher = self.inner.remote.package().source().fetcher();
-        let bound = fetcher.config().read_timeout;
-        match tokio::time::timeout(bound, self.read_unbounded(file, offset, len)).await {
+        let source = self.inner.remote.package().source();
+        let bound = source.fetcher().config().read_timeout;
+        let blocks = blocks_of(offset, len.max(1));
+        let recent = lock(&self.inner.failures)
+            .iter()
+            .filter(|(f, b, _)| *f == file && b.start < blocks.end && blocks.start < b.end)
+            .map(|(_, _, at)| at.elapsed())
+            .find(|ago| *ago < FAIL_FAST);
+        if let Some(ago) = recent {
+            return Err(FetchError::RecentlyFailed {
+                path: source.path().to_owned(),
+                ago,
+            });
+        }
+        let result = match tokio::time::timeout(bound, self.read_unbounded(file, offset, len)).await
+        {
             Ok(r) => r,
             Err(_) => Err(FetchError::TimedOut {
-                path: self.inner.remote.package().source().path().to_owned(),
+                path: source.path().to_owned(),
                 bound,
             }),
+        };
+        if result.is_err() {
+            let mut failures = lock(&self.inner.failures);
+            if failures.len() == FAILURES_KEPT {
+                failures.pop_front();
+            }
+            failures.push_back((file, blocks, Instant::now()));
         }
+        result
     }
 
     /// [`PackageReader::read`] for a thread outside the runtime (a FUSE worker).

@@ -62,7 +62,7 @@
 //! [`RemotePackage::open`] runs the open on a blocking thread
 //! (`spawn_blocking`) over a [`RemoteSource`] whose reads use the blocking facade.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -213,6 +213,15 @@ pub enum FetchError {
         url: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The same blocks failed moments ago (the kernel retries a failed page
+    /// read at once); not fetched again so soon.
+    #[error("{path}: these blocks failed {ago:?} ago; not retried yet")]
+    RecentlyFailed {
+        /// The package path.
+        path: String,
+        /// How long ago the failure ended.
+        ago: Duration,
     },
     /// No mirror was configured.
     #[error("no content mirror configured")]
@@ -687,11 +696,15 @@ pub struct RemoteSource {
     tail_start: u64,
     tail: Bytes,
     windows: Mutex<VecDeque<(u64, Bytes)>>,
-    /// Ranges known before the open (a saved [`OpenedRanges`]).
-    saved: Vec<(u64, Bytes)>,
+    /// Ranges known before they were read, by offset: those of a saved
+    /// [`OpenedRanges`] and those fetched by [`ReadAt::prefetch`].
+    known: Mutex<BTreeMap<u64, Bytes>>,
     /// Every range fetched, while their total stays within [`MAX_OPENED_BYTES`].
     recorded: Mutex<(u64, Vec<(u64, Bytes)>)>,
 }
+
+/// Requests [`ReadAt::prefetch`] makes at once.
+pub const PREFETCH_CONCURRENCY: usize = 16;
 
 /// The most bytes of a package file an [`OpenedRanges`] keeps.
 pub const MAX_OPENED_BYTES: u64 = 64 << 20;
@@ -778,7 +791,7 @@ impl RemoteSource {
             recorded: Mutex::new((tail.len() as u64, vec![(tail_start, tail.clone())])),
             tail,
             windows: Mutex::new(VecDeque::new()),
-            saved: Vec::new(),
+            known: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -791,7 +804,7 @@ impl RemoteSource {
             tail_start: saved.len,
             tail: Bytes::new(),
             windows: Mutex::new(VecDeque::new()),
-            saved: saved.ranges,
+            known: Mutex::new(saved.ranges.into_iter().collect()),
             recorded: Mutex::new((0, Vec::new())),
         }
     }
@@ -799,7 +812,12 @@ impl RemoteSource {
     /// What was read of the file so far: the saved ranges and those fetched.
     pub fn opened_ranges(&self) -> OpenedRanges {
         let recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ranges: Vec<(u64, Bytes)> = self.saved.iter().chain(&recorded.1).cloned().collect();
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ranges: Vec<(u64, Bytes)> = known
+            .iter()
+            .map(|(o, b)| (*o, b.clone()))
+            .chain(recorded.1.iter().cloned())
+            .collect();
         ranges.sort_by_key(|(offset, bytes)| (*offset, std::cmp::Reverse(bytes.len())));
         // Drop ranges inside an earlier one.
         let mut kept: Vec<(u64, Bytes)> = Vec::with_capacity(ranges.len());
@@ -846,13 +864,21 @@ impl RemoteSource {
                 false
             }
         };
-        if copy(self.tail_start, &self.tail, buf)
-            || self
-                .saved
-                .iter()
-                .any(|(start, bytes)| copy(*start, bytes, buf))
-        {
+        if copy(self.tail_start, &self.tail, buf) {
             return true;
+        }
+        {
+            // The range holding `offset` starts at or before it: one of the
+            // last few such (ranges may overlap a little).
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known
+                .range(..=offset)
+                .rev()
+                .take(4)
+                .any(|(start, bytes)| copy(*start, bytes, buf))
+            {
+                return true;
+            }
         }
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows
@@ -864,6 +890,61 @@ impl RemoteSource {
 impl ReadAt for RemoteSource {
     fn len(&self) -> io::Result<u64> {
         Ok(self.len)
+    }
+
+    /// Fetches the ranges not known yet, those less than a window apart as
+    /// one, up to [`PREFETCH_CONCURRENCY`] requests at a time; what fails is
+    /// left for the read to fetch (and report).
+    fn prefetch(&self, ranges: &[(u64, usize)]) {
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        let mut probe = Vec::new();
+        for &(start, len) in ranges {
+            let end = start.saturating_add(len as u64).min(self.len);
+            if start >= end {
+                continue;
+            }
+            probe.resize((end - start) as usize, 0);
+            if self.cached(start, &mut probe) {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if start <= run.end.saturating_add(WINDOW) => run.end = run.end.max(end),
+                _ => runs.push(start..end),
+            }
+        }
+        if runs.is_empty() {
+            return;
+        }
+        let fetcher = self.fetcher.clone();
+        let path = self.path.clone();
+        let fetched = self.fetcher.handle().block_on(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(PREFETCH_CONCURRENCY));
+            let mut set = tokio::task::JoinSet::new();
+            for run in runs {
+                let (fetcher, path, slots) = (fetcher.clone(), path.clone(), slots.clone());
+                set.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    fetcher
+                        .fetch(&path, run.clone())
+                        .await
+                        .map(|b| (run.start, b))
+                });
+            }
+            let mut fetched = Vec::new();
+            while let Some(done) = set.join_next().await {
+                if let Ok(Ok(range)) = done {
+                    fetched.push(range);
+                }
+            }
+            fetched
+        });
+        for (start, bytes) in fetched {
+            self.record(start, &bytes);
+            self.known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(start, bytes);
+        }
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

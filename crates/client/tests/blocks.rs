@@ -8,9 +8,9 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avail_client::blocks::{CacheMode, PackageReader};
+use avail_client::blocks::{CacheMode, FAIL_FAST, PackageReader};
 use avail_client::cache::{BlockStore, DiskCache, MemoryCache};
-use avail_client::fetch::{Fetcher, RemotePackage, package_path};
+use avail_client::fetch::{FetchError, Fetcher, RemotePackage, package_path};
 use avail_format::{BLOCK_SIZE, Limits, NoProgress, PackOptions, pack};
 use bytes::Bytes;
 use uuid::Uuid;
@@ -351,7 +351,21 @@ async fn blocks_mirror_down_after_caching_reads_from_the_cache() {
     let cold = PackageReader::new(reader.remote().clone(), disk(&other_dir), CacheMode::Normal);
     let err = cold.read(big, 0, 10).await.unwrap_err();
     assert_eq!(err.errno(), 5);
+    // The kernel's immediate retry of the same page fails at once, without
+    // asking the mirrors again; a read of other blocks is tried.
+    let asked = m.requests();
+    let again = cold.read(big, 5, 10).await.unwrap_err();
+    assert!(
+        matches!(again, FetchError::RecentlyFailed { .. }),
+        "{again}"
+    );
+    assert_eq!(again.errno(), 5);
+    assert_eq!(m.requests(), asked);
+    assert!(cold.read(big, 3 * BLOCK_SIZE as u64, 10).await.is_err());
+    assert!(m.requests() > asked);
+    // Once the mirror is back (and the failure is older than FAIL_FAST), it reads.
     m.set(Mode::Serve);
+    tokio::time::sleep(FAIL_FAST).await;
     assert_eq!(&cold.read(big, 0, 10).await.unwrap()[..], &tree[0].1[..10]);
 }
 

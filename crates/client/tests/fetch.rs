@@ -363,3 +363,40 @@ async fn fetch_a_package_opened_once_opens_again_with_every_mirror_down() {
     m.set(Mode::Serve);
     check_all_blocks(&f, &again).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_opening_a_package_of_many_files_reads_little_of_it() {
+    // 40 files of 256 KiB: their local headers lie 256 KiB apart.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("opt/many")).unwrap();
+    for i in 0..40u64 {
+        fs::write(src.join(format!("opt/many/f{i:02}")), fill(i, 256 * 1024)).unwrap();
+    }
+    let out = dir.path().join("many.appv");
+    let options = PackOptions {
+        name: "Many".into(),
+        package_id: Some(PKG),
+        version_id: Some(VER),
+        level: 0,
+        ..PackOptions::default()
+    };
+    pack(&src, &out, &options, &NoProgress).unwrap();
+    let bytes = Arc::new(fs::read(&out).unwrap());
+    let m = mirror(&bytes).await;
+    let (_, package) = open(std::slice::from_ref(&m.base), config()).await;
+    assert_eq!(
+        package.package().files().len(),
+        43,
+        "40 files and 3 metadata parts"
+    );
+    let read = m.bytes();
+    eprintln!(
+        "opening {} bytes read {read} bytes in {} requests",
+        bytes.len(),
+        m.requests()
+    );
+    // The tail, the metadata parts and a small window per local header, not
+    // a 64 KiB window per file (which alone would be 2.6 MB).
+    assert!(read < 512 * 1024, "opening read {read} bytes");
+}

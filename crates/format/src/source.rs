@@ -22,6 +22,11 @@ pub trait ReadAt: Send + Sync {
 
     /// Fill `buf` from `offset`; a short source is an `UnexpectedEof` error.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// A hint that `ranges` (offset, length) are read next, so that a source
+    /// behind a network can fetch them all at once instead of one request
+    /// per read. Errors are the reads' to report; by default, nothing.
+    fn prefetch(&self, _ranges: &[(u64, usize)]) {}
 }
 
 impl ReadAt for File {
@@ -66,6 +71,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
+
+    fn prefetch(&self, ranges: &[(u64, usize)]) {
+        (**self).prefetch(ranges)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
@@ -75,6 +84,10 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
+    }
+
+    fn prefetch(&self, ranges: &[(u64, usize)]) {
+        (**self).prefetch(ranges)
     }
 }
 

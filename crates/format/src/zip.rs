@@ -364,8 +364,9 @@ fn check_names(entries: &[ZipEntry]) -> Result<()> {
 
 /// Read the fixed part of every entry's local header and record its real length.
 /// Headers are read in file order, several per range read when they lie close
-/// together (as a package's small files do), so that a source behind HTTP range
-/// requests does not pay one request per entry.
+/// together (as a package's small files do), and every range is announced to
+/// the source first ([`ReadAt::prefetch`]), so that a source behind HTTP range
+/// requests does not pay one round trip per entry.
 fn read_local_header_lens<R: ReadAt + ?Sized>(
     src: &R,
     entries: &mut [ZipEntry],
@@ -373,6 +374,18 @@ fn read_local_header_lens<R: ReadAt + ?Sized>(
 ) -> Result<()> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_unstable_by_key(|&i| entries[i].local_header_offset);
+    // The windows the loop below reads, told to the source first.
+    let mut windows: Vec<(u64, usize)> = Vec::new();
+    for &i in &order {
+        let at = entries[i].local_header_offset;
+        let covered = windows.last().is_some_and(|&(start, len)| {
+            at >= start && at - start + LOCAL_LEN as u64 <= len as u64
+        });
+        if !covered {
+            windows.push((at, (cd_offset - at).min(LOCAL_WINDOW) as usize));
+        }
+    }
+    src.prefetch(&windows);
     let mut window: Vec<u8> = Vec::new();
     let mut window_start = 0u64;
     for i in order {
