@@ -57,6 +57,13 @@ enum ClientCommand {
     /// Settings (Get-/Set-AppvClientConfiguration).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Reset your own changes to an application's or package's files (its
+    /// copy-on-write layers, and those of its connection groups), as
+    /// Repair-AppvClientPackage does.
+    Repair {
+        /// Application id, package name, PackageId or VersionId.
+        package: String,
+    },
 }
 
 #[derive(Args)]
@@ -151,6 +158,7 @@ impl ClientArgs {
 pub fn run(args: ClientArgs) -> Result<ExitCode> {
     let request = match args.command {
         ClientCommand::Daemon(d) => return run_daemon(&args.socket, d),
+        ClientCommand::Repair { package } => return repair(&args.socket, package, args.json),
         ClientCommand::Status => Request::Status,
         ClientCommand::Server(ServerCommand::Add {
             urls,
@@ -205,6 +213,67 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
         Request::Sync { .. } if !sync_succeeded(&value) => ExitCode::from(69),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Removes a layer, whose overlay work directory the kernel leaves with
+/// mode 000: directories are opened up to their owner first.
+fn remove_layer(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut stack = vec![path.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    let p = entry.path();
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
+
+/// Deletes the caller's copy-on-write layers of `package`.
+fn repair(socket: &std::path::Path, package: String, json: bool) -> Result<ExitCode> {
+    let answer = match crate::run::ask(socket, &Request::Layers { package })? {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let dir = crate::run::layers_dir()?;
+    let mut removed = Vec::new();
+    for layer in answer["layers"].as_array().into_iter().flatten() {
+        let Some(id) = layer
+            .as_str()
+            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        else {
+            continue;
+        };
+        let path = dir.join(id);
+        match remove_layer(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "package": answer["package"], "removed": removed })
+        );
+    } else if removed.is_empty() {
+        println!("{}: nothing to reset", text(&answer["package"]));
+    } else {
+        for path in &removed {
+            println!("removed {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(socket: &std::path::Path, args: DaemonArgs) -> Result<ExitCode> {

@@ -8,6 +8,7 @@ mod db;
 mod logging;
 mod package;
 mod progress;
+mod run;
 mod server;
 
 use std::process::ExitCode;
@@ -45,6 +46,12 @@ enum Command {
     /// The Linux client: its daemon, publishing servers, refresh, packages and settings.
     #[command(after_help = client::HELP)]
     Client(client::ClientArgs),
+    /// Run a published application in its virtual environment.
+    #[command(after_help = run::HELP)]
+    Run(run::RunArgs),
+    /// Internal: enter an application's environment and become it (started by `avail run`).
+    #[command(hide = true)]
+    Enter(run::EnterArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +72,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Client(args) => client::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Enter(args) => run::enter(args),
     };
     match result {
         Ok(code) => code,

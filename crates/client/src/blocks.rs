@@ -85,6 +85,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use avail_format::streammap::{FeatureFile, StreamMap};
 use avail_format::{BLOCK_SIZE, FormatError, fsmeta, manifest, names, streammap};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -553,6 +554,14 @@ impl PackageReader {
         handle.block_on(self.load_publishing())
     }
 
+    /// Load the primary feature block (FB1: what the application reads to
+    /// start) where blocks go in this mode, fetching only what is not
+    /// cached: what a launch does before it starts the application.
+    pub async fn load_primary(&self) -> Result<LoadSummary, LoadError> {
+        let blocks = feature_blocks(&self.inner.remote, |map| &map.primary)?;
+        self.load(blocks, false).await
+    }
+
     /// Fetch every block of the package's payload files not cached yet, as
     /// coalesced runs (`AutoLoad`; meant for normal mode — in Shared Content
     /// Store mode the blocks go to the bounded memory cache).
@@ -664,12 +673,20 @@ impl Drop for Inner {
 
 /// The blocks of the publishing feature block: (file, block range) pairs.
 fn publishing_blocks(remote: &RemotePackage) -> Result<Vec<(usize, Range<usize>)>, LoadError> {
+    feature_blocks(remote, |map| &map.publishing)
+}
+
+/// The blocks of a feature block of the stream map, per file.
+fn feature_blocks(
+    remote: &RemotePackage,
+    which: impl Fn(&StreamMap) -> &Vec<FeatureFile>,
+) -> Result<Vec<(usize, Range<usize>)>, LoadError> {
     let package = remote.package();
     let Some(map) = package.stream_map() else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for ff in &map.publishing {
+    for ff in which(map) {
         let file = package
             .file_index(&ff.name)
             .or_else(|| {

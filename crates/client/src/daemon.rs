@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use avail_format::Limits;
+use avail_model::publishing::AnswerConnectionGroup;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -372,6 +373,13 @@ impl Daemon {
             Request::Status => Ok(self.status()),
             Request::ServerList => Ok(self.server_list()),
             Request::ConfigGet { name } => self.config_get(name.as_deref()),
+            Request::Launch { app } => self.launch(caller, &app, tx).await,
+            Request::Layers { package } => self.layers(caller, &package),
+            Request::LaunchEnded {
+                launch_id,
+                exit_code,
+                signal,
+            } => Ok(self.launch_ended(caller, launch_id, exit_code, signal)),
             Request::PackageList => Ok(self.package_list(caller)),
             Request::Sync { user } => {
                 let user = match (user, root) {
@@ -1084,6 +1092,225 @@ impl Daemon {
         Ok(answer)
     }
 
+    /// The added versions `caller` may use: published to the machine or to
+    /// them (root: all), and those added by URL.
+    fn usable(&self, caller: &Caller) -> Vec<Arc<Added>> {
+        let visible: std::collections::HashSet<Uuid> = {
+            let publications = lock(&self.publications);
+            let user = (!caller.is_root()).then_some(caller.name.as_str());
+            publications
+                .visible_to(user)
+                .into_iter()
+                .map(|p| p.version_id.0)
+                .chain(lock(&self.by_url).iter().map(|a| a.version_id))
+                .collect()
+        };
+        lock(&self.added)
+            .values()
+            .filter(|a| visible.contains(&a.version_id))
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves `app` for `caller` (see [`Request::Launch`]), makes the
+    /// primary feature block of its package local, and answers what to run
+    /// over which layers.
+    async fn launch(&self, caller: &Caller, app: &str, tx: &mpsc::Sender<Answer>) -> Reply {
+        let usable = self.usable(caller);
+        let mut found = Vec::new();
+        for a in &usable {
+            let manifest = a.reader.remote().package().manifest();
+            let by_name = a.name.eq_ignore_ascii_case(app);
+            for (i, application) in manifest.applications.iter().enumerate() {
+                let file_name = application
+                    .target
+                    .as_deref()
+                    .and_then(|t| t.rsplit('/').next());
+                if application.id.eq_ignore_ascii_case(app)
+                    || file_name == Some(app)
+                    || (by_name && i == 0)
+                {
+                    found.push((a.clone(), application.clone()));
+                }
+            }
+        }
+        let (added, application) = match found.len() {
+            1 => found.remove(0),
+            0 => {
+                return Err(Failure::new(
+                    FailureKind::NotFound,
+                    format!(
+                        "no application {app:?} is published to you (avail client package list; avail client sync)"
+                    ),
+                ));
+            }
+            _ => {
+                let names: Vec<String> = found
+                    .iter()
+                    .map(|(a, app)| format!("{} in {} {}", app.id, a.name, a.version))
+                    .collect();
+                return Err(Failure::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "{app:?} names several applications: {}; give the application id",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
+        let Some(target) = application.target.clone().filter(|t| t.starts_with('/')) else {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                format!(
+                    "application {} of {} has no absolute Linux target to run",
+                    application.id, added.name
+                ),
+            ));
+        };
+        let (group, members) = self.group_of(caller, &added, &usable)?;
+        let _ = tx.try_send(Answer::Progress(Progress {
+            done: 0,
+            total: 1,
+            bytes: false,
+            message: format!("loading {} {}", added.name, added.version),
+        }));
+        added.reader.load_primary().await.map_err(|e| {
+            Failure::new(
+                FailureKind::Unavailable,
+                format!(
+                    "cannot load the primary feature block of {}: {e}",
+                    added.name
+                ),
+            )
+        })?;
+        let launch_id = Uuid::new_v4();
+        tracing::info!(%launch_id, user = %caller.name, application = %application.id, package = %added.name, version = %added.version, "launch");
+        let layer = group.as_ref().map_or(added.package_id, |g| g.id.0);
+        Ok(json!({
+            "launch_id": launch_id,
+            "application": application.id,
+            "target": target,
+            "arguments": application.arguments,
+            "package": {
+                "name": added.name, "version": added.version,
+                "package_id": added.package_id, "version_id": added.version_id,
+            },
+            "connection_group": group.map(|g| json!({"id": g.id, "name": g.name, "version_id": g.version_id})),
+            "layer": layer,
+            "lowers": members.iter().map(|m| m.mountpoint.clone()).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// The connection group `added` runs in for `caller` (the one with the
+    /// lowest priority number among those published to them that hold its
+    /// package) and the added versions of its members in order; else none
+    /// and `added` alone. A member pinned to a version uses that version; one
+    /// of "any version" the version of that package published; an optional
+    /// member that is not there is left out, a required one is an error.
+    fn group_of(
+        &self,
+        caller: &Caller,
+        added: &Arc<Added>,
+        usable: &[Arc<Added>],
+    ) -> Result<(Option<AnswerConnectionGroup>, Vec<Arc<Added>>), Failure> {
+        let user = (!caller.is_root()).then_some(caller.name.as_str());
+        let group = lock(&self.publications)
+            .connection_groups(user)
+            .into_iter()
+            .filter(|g| g.members.iter().any(|m| m.package_id.0 == added.package_id))
+            .min_by_key(|g| g.priority);
+        let Some(group) = group else {
+            return Ok((None, vec![added.clone()]));
+        };
+        let mut members = Vec::new();
+        for m in &group.members {
+            let chosen = if m.package_id.0 == added.package_id {
+                Some(added.clone())
+            } else {
+                // "Any version": the newest of those added.
+                usable
+                    .iter()
+                    .filter(|a| a.package_id == m.package_id.0)
+                    .filter(|a| m.version_id.is_none_or(|v| v.0 == a.version_id))
+                    .max_by_key(|a| version_key(&a.version))
+                    .cloned()
+            };
+            match chosen {
+                Some(a) => members.push(a),
+                None if m.optional => {}
+                None => {
+                    return Err(Failure::new(
+                        FailureKind::Unavailable,
+                        format!(
+                            "connection group {} needs package {} (a required member), which is not added here; avail client sync",
+                            group.name, m.package_id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok((Some(group), members))
+    }
+
+    fn layers(&self, caller: &Caller, what: &str) -> Reply {
+        let usable = self.usable(caller);
+        let id = Uuid::parse_str(what).ok();
+        let mut packages: Vec<&Arc<Added>> = usable
+            .iter()
+            .filter(|a| {
+                Some(a.version_id) == id
+                    || Some(a.package_id) == id
+                    || a.name.eq_ignore_ascii_case(what)
+                    || a.reader
+                        .remote()
+                        .package()
+                        .manifest()
+                        .applications
+                        .iter()
+                        .any(|app| {
+                            app.id.eq_ignore_ascii_case(what)
+                                || app.target.as_deref().and_then(|t| t.rsplit('/').next())
+                                    == Some(what)
+                        })
+            })
+            .collect();
+        packages.dedup_by_key(|a| a.package_id);
+        let [added] = packages.as_slice() else {
+            return Err(Failure::new(
+                if packages.is_empty() {
+                    FailureKind::NotFound
+                } else {
+                    FailureKind::Invalid
+                },
+                format!(
+                    "{what:?} names {} packages published to you; give a PackageId",
+                    packages.len()
+                ),
+            ));
+        };
+        let user = (!caller.is_root()).then_some(caller.name.as_str());
+        let mut layers = vec![added.package_id];
+        layers.extend(
+            lock(&self.publications)
+                .connection_groups(user)
+                .into_iter()
+                .filter(|g| g.members.iter().any(|m| m.package_id.0 == added.package_id))
+                .map(|g| g.id.0),
+        );
+        Ok(json!({ "package": added.name, "layers": layers }))
+    }
+
+    fn launch_ended(
+        &self,
+        caller: &Caller,
+        launch_id: Uuid,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Value {
+        tracing::info!(%launch_id, user = %caller.name, ?exit_code, ?signal, "application exited");
+        json!({ "launch_id": launch_id })
+    }
+
     fn config_get(&self, name: Option<&str>) -> Reply {
         let settings = lock(&self.settings).clone();
         let invalid = |e: crate::settings::SettingError| Failure::new(FailureKind::NotFound, e.0);
@@ -1126,6 +1353,11 @@ impl Daemon {
             json!({ "name": name, "value": settings.get(name).map_err(|e| internal(e.0))?, "takes_effect": when }),
         )
     }
+}
+
+/// A dotted version as numbers, for ordering (`1.10.0.0` after `1.9.0.0`).
+fn version_key(version: &str) -> Vec<u64> {
+    version.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 /// Unmounts and forgets one added version (its blocks stay cached, unpinned).

@@ -21,5 +21,6 @@ pub mod fs;
 pub mod protocol;
 pub mod publications;
 pub mod refresh;
+pub mod sandbox;
 pub mod settings;
 pub mod state;

@@ -74,6 +74,30 @@ pub enum Request {
         /// The setting's name; all when absent.
         name: Option<String>,
     },
+    /// Prepare a launch of an application the caller is published: its
+    /// package's primary feature block made local, the layers of its
+    /// connection group, what to run.
+    Launch {
+        /// An application id, a package name (its first application) or the
+        /// file name of an application's target.
+        app: String,
+    },
+    /// The copy-on-write layers of an application or package (`avail client
+    /// repair`): its package's, and those of the connection groups holding it.
+    Layers {
+        /// An application as for [`Request::Launch`], or a package's name,
+        /// PackageId or VersionId.
+        package: String,
+    },
+    /// A launch's application exited.
+    LaunchEnded {
+        /// The id [`Request::Launch`] answered with.
+        launch_id: uuid::Uuid,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+    },
     /// Change a setting (root only).
     ConfigSet {
         /// The setting's name.

@@ -280,13 +280,15 @@ impl Publications {
         all
     }
 
-    /// Every connection group published by any server to anyone, one per id
-    /// (the first listed, in the order of [`Publications::packages`]).
-    pub fn connection_groups(&self) -> Vec<AnswerConnectionGroup> {
+    /// Every connection group published by any server, one per id (the
+    /// first listed, in the order of [`Publications::packages`]): to anyone
+    /// (`user` `None`), or to the machine or `user`.
+    pub fn connection_groups(&self, user: Option<&str>) -> Vec<AnswerConnectionGroup> {
         let mut seen = HashSet::new();
         self.servers
             .values()
             .flat_map(ServerPublications::snapshots)
+            .filter(|(audience, _)| user.is_none() || audience.is_none() || *audience == user)
             .flat_map(|(_, s)| &s.answer.connection_groups)
             .filter(|g| seen.insert(g.id))
             .cloned()
@@ -593,8 +595,21 @@ mod tests {
             with_groups(vec![group(3, "three"), group(1, "late")]),
             1,
         );
-        let names: Vec<_> = p.connection_groups().into_iter().map(|g| g.name).collect();
-        assert_eq!(names, ["first", "two", "three"]);
+        fn names(p: &Publications, user: Option<&str>) -> Vec<String> {
+            p.connection_groups(user)
+                .into_iter()
+                .map(|g| g.name)
+                .collect()
+        }
+        assert_eq!(names(&p, None), ["first", "two", "three"]);
+        assert_eq!(names(&p, Some("alice")), ["first", "two", "three"]);
+        // Bob sees the machine's groups only.
+        p.apply("a", &alice(), with_groups(vec![group(9, "alice's")]), 2);
+        assert_eq!(names(&p, Some("bob")), ["first", "two", "three"]);
+        assert_eq!(
+            names(&p, Some("alice")),
+            ["first", "two", "alice's", "three"]
+        );
     }
 
     #[test]
