@@ -57,6 +57,10 @@ enum ClientCommand {
     /// Settings (Get-/Set-AppvClientConfiguration).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Usage reports: send the queued ones now (Send-AppvClientReport), or
+    /// show the queue.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Reset your own changes to an application's or package's files (its
     /// copy-on-write layers, and those of its connection groups), as
     /// Repair-AppvClientPackage does.
@@ -130,6 +134,14 @@ enum PackageCommand {
 }
 
 #[derive(Subcommand)]
+enum ReportCommand {
+    /// Send every complete launch record now to ReportingServerURL.
+    Send,
+    /// What is queued: records, running launches, records dropped at the cache limit.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Show one setting or all of them.
     Get {
@@ -182,6 +194,8 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
         ClientCommand::Package(PackageCommand::Remove { package }) => {
             Request::PackageRemove { package }
         }
+        ClientCommand::Report(ReportCommand::Send) => Request::ReportSend,
+        ClientCommand::Report(ReportCommand::Status) => Request::ReportStatus,
         ClientCommand::Config(ConfigCommand::Get { name }) => Request::ConfigGet { name },
         ClientCommand::Config(ConfigCommand::Set { name, value }) => {
             Request::ConfigSet { name, value }

@@ -136,6 +136,19 @@ pub struct PackArgs {
     /// Write zip64 headers for every file, even small ones (for tools that insist on them).
     #[arg(long)]
     zip64: bool,
+    /// Record the primary feature block (FB1) by launching the application once:
+    /// the package is mounted, COMMAND (after --; by default the first
+    /// application with its arguments) runs in its environment, and the blocks
+    /// it read become FB1 (App-V's "launch applications to optimize streaming").
+    /// Needs /dev/fuse, and root or fusermount3.
+    #[arg(long)]
+    record_fb1: bool,
+    /// The longest a recorded launch may run before it is stopped (seconds).
+    #[arg(long, default_value_t = 60, requires = "record_fb1")]
+    record_seconds: u64,
+    /// What --record-fb1 runs, as on the client (after --).
+    #[arg(last = true, value_name = "COMMAND", requires = "record_fb1")]
+    record_command: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -277,6 +290,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         target_oses: dedup(args.target_oses),
         publishing: args.fb0,
         primary: args.fb1,
+        primary_runs: Vec::new(),
         level: args.level,
         force_zip64: args.zip64,
     };
@@ -351,7 +365,62 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
     let bar = Bar::new("pack");
     let result = avail_format::pack(&args.dir, &args.output, &options, &bar);
     bar.finish();
-    let summary = result.with_context(|| format!("{} was not packed", args.dir.display()))?;
+    let mut summary = result.with_context(|| format!("{} was not packed", args.dir.display()))?;
+    let mut recorded = None;
+    if args.record_fb1 {
+        let command = match args.record_command.split_first() {
+            Some(_) => args.record_command.clone(),
+            None => {
+                let Some(app) = summary.manifest.applications.first() else {
+                    return usage("--record-fb1: the package has no application to launch; give the command after --".into());
+                };
+                let mut command = vec![app.target.clone().unwrap_or_default()];
+                if let Some(arguments) = &app.arguments {
+                    command.extend(shell_words::split(arguments).with_context(|| {
+                        format!("the arguments of application {} do not parse", app.id)
+                    })?);
+                }
+                command
+            }
+        };
+        let exe = std::env::current_exe()?;
+        let state = tempfile_dir()?;
+        let recording = avail_client::train::record(
+            &args.output,
+            |mount| {
+                std::process::Command::new(&exe)
+                    .arg("enter")
+                    .arg("--lower")
+                    .arg(mount)
+                    .arg("--state")
+                    .arg(state.path())
+                    .arg("--")
+                    .args(&command)
+                    .spawn()
+            },
+            std::time::Duration::from_secs(args.record_seconds),
+        )?;
+        if recording.stopped {
+            eprintln!(
+                "warning: the recorded launch was still running after {} s and was stopped",
+                args.record_seconds
+            );
+        }
+        options.package_id = summary.manifest.package_id;
+        options.version_id = summary.manifest.version_id;
+        options.identity_name = Some(summary.manifest.name.clone());
+        options.primary_runs = recording.primary.clone();
+        let bar = Bar::new("pack");
+        let result = avail_format::pack(&args.dir, &args.output, &options, &bar);
+        bar.finish();
+        summary = result.with_context(|| {
+            format!(
+                "{} was not packed again with its recorded FB1",
+                args.dir.display()
+            )
+        })?;
+        recorded = Some(recording);
+    }
     for w in &summary.warnings {
         eprintln!("warning: {w}");
     }
@@ -372,6 +441,11 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
                     "version": o.version,
                 })),
                 "files": summary.files,
+                "recorded_fb1": recorded.as_ref().map(|r| serde_json::json!({
+                    "files": r.primary.len(),
+                    "blocks": r.blocks,
+                    "stopped": r.stopped,
+                })),
                 "blocks": summary.blocks,
                 "bytes": summary.bytes,
                 "package_size": summary.package_size,
@@ -392,6 +466,13 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         if !m.target_oses.is_empty() {
             println!("  Targets   {}", m.target_oses.join(", "));
         }
+        if let Some(r) = &recorded {
+            println!(
+                "  FB1       {} blocks of {} files, recorded from a launch",
+                r.blocks,
+                r.primary.len()
+            );
+        }
         if let Some(o) = &old {
             println!(
                 "  a new version of {} (version {}, VersionId {})",
@@ -402,6 +483,14 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A temporary directory for a recorded launch's copy-on-write layer.
+fn tempfile_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("avail-record-layer-")
+        .tempdir()
+        .context("cannot make a temporary directory")
 }
 
 /// `values` in their first order, each once.

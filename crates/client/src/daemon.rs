@@ -45,6 +45,10 @@ use crate::fs::{Mount, MountOptions, mount, unmount_stale};
 use crate::protocol::{Answer, Failure, FailureKind, MAX_REQUEST, Progress, Request};
 use crate::publications::{Audience, Publications};
 use crate::refresh::{Outcome, PublishingServer, Refresher};
+use crate::reporting::{
+    ClientIdentity, Launch, PackageState, ReportQueue, http_client, launch_status,
+    next_send_time_local,
+};
 use crate::settings::{NAMES, Settings};
 use crate::state::{AddedByUrl, read_json, write_atomically, write_json};
 
@@ -56,6 +60,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One publishing request (per URL) of a refresh.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One request of a usage report send.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often background loading (`AutoLoad`) is considered.
 const AUTOLOAD_EVERY: Duration = Duration::from_secs(2);
@@ -137,6 +144,14 @@ struct Daemon {
     work: tokio::sync::Mutex<()>,
     last_refresh: Mutex<Option<Value>>,
     started: SystemTime,
+    /// Launches and shutdowns waiting to be reported.
+    reports: ReportQueue,
+    /// The HTTP client reports are sent with (no redirects).
+    report_client: reqwest::Client,
+    /// What the reports say about this machine.
+    identity: ClientIdentity,
+    /// One send at a time.
+    sending: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -172,6 +187,7 @@ pub async fn run(
 
     let refresher = tokio::spawn(refresh_loop(daemon.clone()));
     let loader = tokio::spawn(autoload_loop(daemon.clone()));
+    let reporter = tokio::spawn(report_loop(daemon.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -198,6 +214,7 @@ pub async fn run(
     tracing::info!("shutting down: unmounting every package");
     refresher.abort();
     loader.abort();
+    reporter.abort();
     let _ = std::fs::remove_file(&options.socket);
     let _work = daemon.work.lock().await;
     let added: Vec<Arc<Added>> = std::mem::take(&mut *lock(&daemon.added))
@@ -329,6 +346,14 @@ impl Daemon {
             Arc::new(MemoryCache::new(settings.shared_content_store_memory));
         let refresher =
             Refresher::new(REFRESH_TIMEOUT).map_err(|e| start_error("the HTTP client", e))?;
+        let reports = ReportQueue::open(&dir.join("reports"), settings.reporting().cache_limit())
+            .map_err(|e| start_error("the report queue", e))?;
+        let report_client =
+            http_client(REPORT_TIMEOUT).map_err(|e| start_error("the HTTP client", e))?;
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let identity = ClientIdentity::detect(&host, env!("CARGO_PKG_VERSION"));
         Ok(Daemon {
             state_dir: dir.clone(),
             mount_root_override: options.mount_root.clone(),
@@ -344,6 +369,10 @@ impl Daemon {
             work: tokio::sync::Mutex::new(()),
             last_refresh: Mutex::new(None),
             started: SystemTime::now(),
+            reports,
+            report_client,
+            identity,
+            sending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -375,6 +404,8 @@ impl Daemon {
             Request::ConfigGet { name } => self.config_get(name.as_deref()),
             Request::Launch { app } => self.launch(caller, &app, tx).await,
             Request::Layers { package } => self.layers(caller, &package),
+            Request::ReportSend => self.send_reports().await,
+            Request::ReportStatus => Ok(self.report_status()),
             Request::LaunchEnded {
                 launch_id,
                 exit_code,
@@ -1185,6 +1216,30 @@ impl Daemon {
         })?;
         let launch_id = Uuid::new_v4();
         tracing::info!(%launch_id, user = %caller.name, application = %application.id, package = %added.name, version = %added.version, "launch");
+        let server = lock(&self.publications)
+            .packages()
+            .into_iter()
+            .find(|p| p.version_id.0 == added.version_id)
+            .and_then(|p| p.servers.into_iter().next())
+            .unwrap_or_default();
+        let record = Launch {
+            id: launch_id,
+            application: application.id.clone(),
+            application_version: added.version.clone(),
+            package_version_id: added.version_id,
+            connection_group_version_id: group.as_ref().map(|g| g.version_id),
+            server,
+            user: if caller.name.is_empty() {
+                format!("uid {}", caller.uid)
+            } else {
+                caller.name.clone()
+            },
+            launched: chrono::Utc::now(),
+            status: launch_status(0, 0),
+        };
+        if let Err(e) = self.reports.record_launch(&record) {
+            tracing::warn!(%launch_id, error = %e, "cannot queue the launch for usage reporting");
+        }
         let layer = group.as_ref().map_or(added.package_id, |g| g.id.0);
         Ok(json!({
             "launch_id": launch_id,
@@ -1308,7 +1363,69 @@ impl Daemon {
         signal: Option<i32>,
     ) -> Value {
         tracing::info!(%launch_id, user = %caller.name, ?exit_code, ?signal, "application exited");
-        json!({ "launch_id": launch_id })
+        let recorded = match self.reports.record_shutdown(launch_id, SystemTime::now()) {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(%launch_id, error = %e, "cannot queue the shutdown for usage reporting");
+                false
+            }
+        };
+        json!({ "launch_id": launch_id, "recorded": recorded })
+    }
+
+    fn report_status(&self) -> Value {
+        let status = self.reports.pending();
+        let settings = lock(&self.settings).reporting();
+        json!({
+            "enabled": settings.enabled,
+            "server_url": settings.server_url,
+            "events": status.events,
+            "bytes": status.bytes,
+            "complete_records": status.complete_records,
+            "running": status.running,
+            "dropped": status.dropped,
+            "outbox": status.outbox,
+            "outbox_records": status.outbox_records,
+        })
+    }
+
+    /// Sends the queued reports now to `ReportingServerURL`.
+    async fn send_reports(&self) -> Reply {
+        let settings = lock(&self.settings).reporting();
+        if settings.server_url.is_empty() {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                "no reporting server: avail client config set ReportingServerURL http://host:8082",
+            ));
+        }
+        let _one = self.sending.lock().await;
+        let packages: Vec<PackageState> = lock(&self.added)
+            .values()
+            .map(|a| PackageState {
+                package_id: a.package_id,
+                version_id: a.version_id,
+                name: a.name.clone(),
+                version: a.version.clone(),
+                source: a.reader.remote().package().source().path().to_owned(),
+                percent_cached: a.reader.cached().percent().round().clamp(0.0, 100.0) as u8,
+            })
+            .collect();
+        match self
+            .reports
+            .send(
+                &self.report_client,
+                &settings.server_url,
+                &self.identity,
+                &packages,
+                settings.block_size(),
+            )
+            .await
+        {
+            Ok(sent) => {
+                Ok(json!({"reports": sent.batches, "records": sent.records, "bytes": sent.bytes}))
+            }
+            Err(e) => Err(Failure::new(FailureKind::Unavailable, e.to_string())),
+        }
     }
 
     fn config_get(&self, name: Option<&str>) -> Reply {
@@ -1343,10 +1460,16 @@ impl Daemon {
         }
         next.save(&self.state_dir.join("config.toml"))
             .map_err(|e| internal(format!("cannot save the settings: {e}")))?;
+        if name == "ReportingDataCacheLimit"
+            && let Err(e) = self.reports.set_cache_limit(next.reporting().cache_limit())
+        {
+            tracing::warn!(error = %e, "cannot apply the report cache limit");
+        }
         *settings = next;
         let when = match name {
             "CacheQuota" | "SharedContentStoreMemory" => "when the daemon restarts",
             "AutoLoad" | "RefreshInterval" => "now",
+            n if n.starts_with("Reporting") => "now",
             _ => "for package versions added from now on",
         };
         Ok(
@@ -1398,6 +1521,40 @@ async fn refresh_loop(daemon: Arc<Daemon>) {
             waited = 0;
             daemon.refresh(None, None).await;
         }
+    }
+}
+
+/// Sends the usage reports at the times the `Reporting*` settings give
+/// (re-read every minute), when reporting is enabled and a server is set.
+async fn report_loop(daemon: Arc<Daemon>) {
+    let mut planned: Option<(crate::reporting::ReportingSettings, SystemTime)> = None;
+    loop {
+        let settings = lock(&daemon.settings).reporting();
+        let now = SystemTime::now();
+        let due = match &planned {
+            Some((s, at)) if *s == settings => *at,
+            _ => {
+                let at = next_send_time_local(&settings, now);
+                planned = Some((settings.clone(), at));
+                at
+            }
+        };
+        if now >= due {
+            planned = None;
+            if settings.enabled && !settings.server_url.is_empty() {
+                match daemon.send_reports().await {
+                    Ok(sent) => tracing::info!(%sent, "usage reports sent"),
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "usage reports not sent; kept for the next time")
+                    }
+                }
+            }
+        }
+        let wait = due
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -41,13 +41,13 @@
 //! [`Mount`], unmounts (`umount2`, or `fusermount3 -u` for a non-root user)
 //! and joins the worker threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use avail_format::fsmeta::EntryKind;
@@ -256,6 +256,7 @@ struct PackageFs {
     uid: u32,
     gid: u32,
     read_seen: Option<Arc<AtomicBool>>,
+    read_log: Option<Arc<ReadLog>>,
 }
 
 impl PackageFs {
@@ -368,6 +369,14 @@ impl Filesystem for PackageFs {
         if let Some(seen) = &self.read_seen {
             seen.store(true, Ordering::Relaxed);
         }
+        if let Some(log) = &self.read_log {
+            let blocks = crate::fetch::blocks_of(offset, u64::from(size).min(node.size - offset));
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(file)
+                .or_default()
+                .extend(blocks);
+        }
         let len = u64::from(size).min(node.size - offset);
         match self.reader.read_blocking(file, offset, len) {
             Ok(bytes) => reply.data(&bytes),
@@ -468,7 +477,13 @@ pub struct MountOptions {
     /// Set on the first read of a file's bytes (the daemon's `AutoLoad` 1:
     /// "packages that were used").
     pub read_seen: Option<Arc<AtomicBool>>,
+    /// Every block read through the mount, by file index (recording a
+    /// launch's primary feature block).
+    pub read_log: Option<Arc<ReadLog>>,
 }
+
+/// Blocks read, by the package's file index.
+pub type ReadLog = Mutex<BTreeMap<usize, BTreeSet<usize>>>;
 
 impl Default for MountOptions {
     fn default() -> Self {
@@ -477,6 +492,7 @@ impl Default for MountOptions {
             allow_other: false,
             fs_name: "avail".into(),
             read_seen: None,
+            read_log: None,
         }
     }
 }
@@ -543,6 +559,7 @@ pub fn mount(
         uid,
         gid,
         read_seen: options.read_seen.clone(),
+        read_log: options.read_log.clone(),
     };
     let mut config = Config::default();
     config.mount_options = vec![

@@ -11,7 +11,10 @@
 //! issue 11 are built on these: [`refresh`] asks a publishing server (any of
 //! its URLs, failing over between them) what a machine or a user is published,
 //! and [`publications`] keeps the last answer of each server and audience and
-//! their union, saved atomically on disk.
+//! their union, saved atomically on disk. [`reporting`] is the usage
+//! reporting of App-V's `Reporting*` settings: launches and shutdowns queued
+//! durably on disk and sent as MS-VAPR SetReport bodies, deleted only once the
+//! reporting server has answered `200`.
 
 pub mod blocks;
 pub mod cache;
@@ -21,6 +24,8 @@ pub mod fs;
 pub mod protocol;
 pub mod publications;
 pub mod refresh;
+pub mod reporting;
 pub mod sandbox;
 pub mod settings;
 pub mod state;
+pub mod train;

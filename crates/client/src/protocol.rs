@@ -98,6 +98,10 @@ pub enum Request {
         /// The signal that ended it, when one did.
         signal: Option<i32>,
     },
+    /// Send the queued usage reports now (`Send-AppvClientReport`).
+    ReportSend,
+    /// What the usage report queue holds.
+    ReportStatus,
     /// Change a setting (root only).
     ConfigSet {
         /// The setting's name.

@@ -12,6 +12,13 @@
 //! | `SharedContentStoreMemory` | bytes, as `CacheQuota` | 256M | when the daemon starts |
 //! | `RefreshInterval` | seconds, 0 = only at start and on `sync` | 600 | at once |
 //! | `ReadTimeout` | seconds a read may wait for its blocks before EIO | 60 | for packages added afterwards |
+//! | `ReportingEnabled` | 0, 1 | 0 | at once |
+//! | `ReportingServerURL` | `http(s)://…` of a reporting server, or empty | empty | at once |
+//! | `ReportingStartTime` | hour of the day, 0–23 | 22 | at once |
+//! | `ReportingInterval` | days between sends, at least 1 | 1 | at once |
+//! | `ReportingRandomDelay` | most minutes added to the start time, 0–1440 | 30 | at once |
+//! | `ReportingDataCacheLimit` | MB of reports kept while unsent, 0–1024 | 20 | at once |
+//! | `ReportingDataBlockSize` | bytes of report per request, at least 1024 | 65536 | at once |
 //!
 //! `AutoLoad` 1 means "packages that were read from": App-V's "previously
 //! used" (a launch), which on Linux is the first read through the package's
@@ -42,6 +49,21 @@ pub struct Settings {
     pub refresh_interval: u64,
     /// Seconds a read may wait for its blocks before it fails with EIO.
     pub read_timeout: u64,
+    /// 1: launches are reported to `ReportingServerURL`.
+    pub reporting_enabled: u8,
+    /// The reporting server.
+    #[serde(rename = "ReportingServerURL")]
+    pub reporting_server_url: String,
+    /// The hour of the day reports are sent.
+    pub reporting_start_time: u8,
+    /// Days between sends.
+    pub reporting_interval: u32,
+    /// Most minutes added at random to the start time.
+    pub reporting_random_delay: u32,
+    /// MB of unsent reports kept; the oldest go first (and are counted).
+    pub reporting_data_cache_limit: u64,
+    /// Bytes of report body per request.
+    pub reporting_data_block_size: u64,
 }
 
 impl Default for Settings {
@@ -55,12 +77,19 @@ impl Default for Settings {
             shared_content_store_memory: 256 << 20,
             refresh_interval: 600,
             read_timeout: 60,
+            reporting_enabled: 0,
+            reporting_server_url: String::new(),
+            reporting_start_time: crate::reporting::DEFAULT_START_HOUR,
+            reporting_interval: crate::reporting::DEFAULT_INTERVAL_DAYS,
+            reporting_random_delay: crate::reporting::DEFAULT_RANDOM_DELAY_MINUTES,
+            reporting_data_cache_limit: crate::reporting::DEFAULT_CACHE_LIMIT_BYTES >> 20,
+            reporting_data_block_size: crate::reporting::DEFAULT_BLOCK_SIZE_BYTES,
         }
     }
 }
 
 /// The setting names, in the order `config get` lists them.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 15] = [
     "SharedContentStoreMode",
     "AutoLoad",
     "PackageInstallationRoot",
@@ -69,6 +98,13 @@ pub const NAMES: [&str; 8] = [
     "SharedContentStoreMemory",
     "RefreshInterval",
     "ReadTimeout",
+    "ReportingEnabled",
+    "ReportingServerURL",
+    "ReportingStartTime",
+    "ReportingInterval",
+    "ReportingRandomDelay",
+    "ReportingDataCacheLimit",
+    "ReportingDataBlockSize",
 ];
 
 /// A setting name or value that was refused, with the reason.
@@ -107,7 +143,14 @@ impl Settings {
             "CacheQuota" => self.cache_quota.to_string(),
             "SharedContentStoreMemory" => self.shared_content_store_memory.to_string(),
             "RefreshInterval" => self.refresh_interval.to_string(),
-            _ => self.read_timeout.to_string(),
+            "ReadTimeout" => self.read_timeout.to_string(),
+            "ReportingEnabled" => self.reporting_enabled.to_string(),
+            "ReportingServerURL" => self.reporting_server_url.clone(),
+            "ReportingStartTime" => self.reporting_start_time.to_string(),
+            "ReportingInterval" => self.reporting_interval.to_string(),
+            "ReportingRandomDelay" => self.reporting_random_delay.to_string(),
+            "ReportingDataCacheLimit" => self.reporting_data_cache_limit.to_string(),
+            _ => self.reporting_data_block_size.to_string(),
         })
     }
 
@@ -145,7 +188,29 @@ impl Settings {
                 self.shared_content_store_memory = size(name, value, 1 << 20)?
             }
             "RefreshInterval" => self.refresh_interval = seconds(name, value, 0)?,
-            _ => self.read_timeout = seconds(name, value, 1)?,
+            "ReadTimeout" => self.read_timeout = seconds(name, value, 1)?,
+            "ReportingEnabled" => self.reporting_enabled = flag(name, value, 1)?,
+            "ReportingServerURL" => {
+                let lower = value.to_ascii_lowercase();
+                if !(value.is_empty()
+                    || lower.starts_with("http://")
+                    || lower.starts_with("https://"))
+                {
+                    return Err(SettingError(format!(
+                        "ReportingServerURL must be an http:// or https:// URL (or empty), not {value:?}"
+                    )));
+                }
+                self.reporting_server_url = value.to_owned();
+            }
+            "ReportingStartTime" => self.reporting_start_time = number(name, value, 0, 23)? as u8,
+            "ReportingInterval" => self.reporting_interval = number(name, value, 1, 365)? as u32,
+            "ReportingRandomDelay" => {
+                self.reporting_random_delay = number(name, value, 0, 1440)? as u32
+            }
+            "ReportingDataCacheLimit" => {
+                self.reporting_data_cache_limit = number(name, value, 0, 1024)?
+            }
+            _ => self.reporting_data_block_size = number(name, value, 1024, 64 << 20)?,
         }
         Ok(name)
     }
@@ -171,6 +236,33 @@ fn flag(name: &str, value: &str, max: u8) -> Result<u8, SettingError> {
         .ok()
         .filter(|v| *v <= max)
         .ok_or_else(|| SettingError(format!("{name} takes 0..={max}, not {value:?}")))
+}
+
+fn number(name: &str, value: &str, min: u64, max: u64) -> Result<u64, SettingError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| {
+            SettingError(format!(
+                "{name} takes a number from {min} to {max}, not {value:?}"
+            ))
+        })
+}
+
+impl Settings {
+    /// The reporting settings, as the reporting queue takes them.
+    pub fn reporting(&self) -> crate::reporting::ReportingSettings {
+        crate::reporting::ReportingSettings {
+            enabled: self.reporting_enabled == 1,
+            server_url: self.reporting_server_url.clone(),
+            start_time_hour: self.reporting_start_time,
+            interval_days: self.reporting_interval,
+            random_delay_minutes: self.reporting_random_delay,
+            data_cache_limit_bytes: self.reporting_data_cache_limit << 20,
+            data_block_size_bytes: self.reporting_data_block_size,
+        }
+    }
 }
 
 fn seconds(name: &str, value: &str, min: u64) -> Result<u64, SettingError> {
@@ -231,6 +323,12 @@ mod tests {
         s.set("PackageSourceRoot", "file:///srv/share").unwrap();
         assert!(s.set("ReadTimeout", "0").is_err());
         s.set("RefreshInterval", "0").unwrap();
+        assert!(s.set("ReportingStartTime", "24").is_err());
+        assert!(s.set("ReportingServerURL", "ftp://x").is_err());
+        s.set("reportingserverurl", "http://reports:8082").unwrap();
+        s.set("ReportingDataCacheLimit", "5").unwrap();
+        assert_eq!(s.reporting().data_cache_limit_bytes, 5 << 20);
+        assert!(s.reporting().validate().is_ok());
         let err = s.set("Nope", "1").unwrap_err();
         assert!(err.0.contains("SharedContentStoreMode"), "{err}");
     }

@@ -68,6 +68,11 @@ pub struct PackOptions {
     pub publishing: Vec<String>,
     /// Absolute paths (files or directories) for the primary feature block (FB1).
     pub primary: Vec<String>,
+    /// Block runs for the primary feature block, by package name (`Root\…`),
+    /// as a recorded launch read them (`avail package pack --record-fb1`); a
+    /// file `primary` names whole stays whole, a name not in the package is
+    /// an error.
+    pub primary_runs: Vec<FeatureFile>,
     /// zlib compression level, 0–9.
     pub level: u32,
     /// Write zip64 headers for every file, even small ones (for interoperability tests).
@@ -87,6 +92,7 @@ impl Default for PackOptions {
             target_oses: Vec::new(),
             publishing: Vec::new(),
             primary: Vec::new(),
+            primary_runs: Vec::new(),
             level: 6,
             force_zip64: false,
         }
@@ -400,9 +406,24 @@ fn build_stream_map(options: &PackOptions, meta: &FilesystemMetadata) -> Result<
             })
             .collect()
     };
+    let mut primary_map: Vec<FeatureFile> = in_order(&primary);
+    for recorded in &options.primary_runs {
+        if !files.contains(&recorded.name.as_str()) {
+            return Err(FormatError::Invalid(format!(
+                "recorded feature block: {} is not a file of the package",
+                recorded.name
+            )));
+        }
+        if primary.contains(recorded.name.as_str()) {
+            continue;
+        }
+        primary_map.push(recorded.clone());
+    }
+    // Package order again, for the runs added.
+    primary_map.sort_by_key(|f| files.iter().position(|n| *n == f.name));
     Ok(StreamMap {
         publishing: in_order(&publishing),
-        primary: in_order(&primary),
+        primary: primary_map,
     })
 }
 

@@ -267,6 +267,48 @@ fn manifest_stream_map_and_metadata_are_written() {
     let app = package.file_index("Root\\opt\\app\\bin\\app").unwrap();
     assert!(package.files()[app].deflated);
 
+    // Recorded runs join the primary feature block, in package order; a
+    // file already there whole stays whole; an unknown name is refused.
+    let recorded = PackOptions {
+        primary_runs: vec![
+            avail_format::streammap::FeatureFile {
+                name: "Root\\opt\\app\\random.dat".into(),
+                runs: vec![(0, 2), (5, 1)],
+            },
+            avail_format::streammap::FeatureFile {
+                name: "Root\\opt\\app\\bin\\app".into(),
+                runs: vec![(0, 1)],
+            },
+        ],
+        ..opts.clone()
+    };
+    pack(&src, &out, &recorded, &NoProgress).unwrap();
+    let package = Package::open(fs::File::open(&out).unwrap()).unwrap();
+    let primary = &package.stream_map().unwrap().primary;
+    let got: Vec<(&str, &[(u64, u64)])> = primary
+        .iter()
+        .map(|f| (f.name.as_str(), f.runs.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Root\\opt\\app\\bin\\app", &[][..]),
+            ("Root\\opt\\app\\random.dat", &[(0, 2), (5, 1)][..]),
+        ]
+    );
+    let unknown = PackOptions {
+        primary_runs: vec![avail_format::streammap::FeatureFile {
+            name: "Root\\nope".into(),
+            runs: vec![(0, 1)],
+        }],
+        ..opts.clone()
+    };
+    assert!(pack(&src, &out, &unknown, &NoProgress).is_err());
+    let m = Package::open(fs::File::open(&out).unwrap())
+        .unwrap()
+        .manifest()
+        .clone();
+
     assert_eq!(m.name, "Round-Trip", "derived from the display name");
     let kept = PackOptions {
         identity_name: Some("Contoso.RoundTrip_x".into()),
