@@ -105,6 +105,7 @@ struct ManifestSpec {
     ids: Option<(u128, u128)>,
     display_name: Option<String>,
     applications: Vec<(String, Option<String>, Option<String>)>,
+    environment: Vec<(String, String)>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -421,7 +422,17 @@ fn build(spec: &Spec) -> (Vec<u8>, Vec<(String, Vec<u8>)>, bool) {
             })
             .collect(),
         target_oses: Vec::new(),
+        environment: m.environment.iter().take(4).cloned().collect(),
     };
+    for (name, value) in m.environment.iter().take(4) {
+        if !avail_format::manifest::valid_variable_name(name)
+            || !clean_text(name)
+            || !clean_text(value)
+            || value.len() > avail_format::manifest::MAX_VARIABLE_VALUE
+        {
+            clean = false;
+        }
+    }
     let texts = [&m.name, &m.publisher]
         .into_iter()
         .chain(m.display_name.iter())

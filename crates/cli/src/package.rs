@@ -124,6 +124,11 @@ pub struct PackArgs {
     /// operating system, or OLD's with --update-of].
     #[arg(long = "target-os", value_name = "OS", value_parser = parse_target_os)]
     target_oses: Vec<String>,
+    /// An environment variable for the package's applications: NAME=VALUE, where
+    /// $NAME and ${NAME} in VALUE stand for the launching environment's
+    /// (PATH=/opt/foo/bin:$PATH) (repeatable) [default: none, or OLD's with --update-of].
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    environment: Vec<(String, String)>,
     /// A file or directory for the publishing feature block (FB0), besides desktop entries and icons (repeatable).
     #[arg(long, value_name = "PATH", value_parser = parse_package_path)]
     fb0: Vec<String>,
@@ -178,6 +183,19 @@ fn parse_target_os(s: &str) -> Result<String, String> {
     s.parse::<avail_model::publishing::TargetOs>()
         .map(|os| os.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if !manifest::valid_variable_name(name) {
+        return Err(format!("{name:?} is not a variable name"));
+    }
+    if value.len() > manifest::MAX_VARIABLE_VALUE || value.contains('\0') {
+        return Err(format!("the value of {name} is too long or holds NUL"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 fn parse_app(s: &str) -> Result<Application, String> {
@@ -288,6 +306,7 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
         version_id: args.version_id,
         applications: args.apps,
         target_oses: dedup(args.target_oses),
+        environment: args.environment,
         publishing: args.fb0,
         primary: args.fb1,
         primary_runs: Vec::new(),
@@ -336,6 +355,9 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
             }
             if options.applications.is_empty() {
                 options.applications = m.applications.clone();
+            }
+            if options.environment.is_empty() {
+                options.environment = m.environment.clone();
             }
             if options.target_oses.is_empty() {
                 options.target_oses = m.target_oses.clone();
@@ -503,6 +525,12 @@ fn dedup(values: Vec<String>) -> Vec<String> {
 }
 
 #[derive(Serialize)]
+struct EnvOutput<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
 struct InspectOutput<'a> {
     name: &'a str,
     display_name: Option<&'a str>,
@@ -514,6 +542,8 @@ struct InspectOutput<'a> {
     /// `Prerequisites/appv:TargetOSes/appv:TargetOS`; empty for every
     /// operating system.
     target_oses: &'a [String],
+    /// `avail:EnvironmentVariables`: name and value, for the applications.
+    environment: Vec<EnvOutput<'a>>,
     /// Payload files only: the package's own metadata parts are not counted.
     files: usize,
     /// The package's own metadata parts (AppxManifest.xml, StreamMap.xml, …)
@@ -601,6 +631,11 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
             })
             .collect(),
         target_oses: &m.target_oses,
+        environment: m
+            .environment
+            .iter()
+            .map(|(name, value)| EnvOutput { name, value })
+            .collect(),
         files: payload.len(),
         metadata_parts: package.files().len() - payload.len(),
         blocks: count(true) + count(false),
@@ -647,6 +682,9 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode> {
             out.target_oses.join(", ")
         }
     );
+    for v in &out.environment {
+        println!("Environment:  {}={}", v.name, v.value);
+    }
     println!("Signature:    {}", out.signature);
     println!("Applications: {}", out.applications.len());
     for a in &out.applications {

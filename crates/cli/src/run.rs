@@ -151,6 +151,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .arg("--")
         .arg(&target)
         .args(&all_args);
+    // The package's environment variables, expanded from this one.
+    let variables = plan["environment"].as_array().into_iter().flatten();
+    for (name, value) in variables.filter_map(|v| Some((v.get(0)?.as_str()?, v.get(1)?.as_str()?)))
+    {
+        command.env(name, expand(value, |n| std::env::var(n).ok()));
+    }
     let mut child = command
         .spawn()
         .context("cannot start the application's environment")?;
@@ -189,6 +195,37 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// `value` with `$NAME` and `${NAME}` replaced by `lookup(NAME)` (nothing
+/// when unset); `$` before anything else stays as it is.
+fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, next) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", after),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+        } else {
+            out.push_str(&lookup(name).unwrap_or_default());
+            rest = next;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Runs `avail enter`: never returns but with an error.
 pub fn enter(args: EnterArgs) -> Result<ExitCode> {
     let (program, rest) = args
@@ -199,7 +236,7 @@ pub fn enter(args: EnterArgs) -> Result<ExitCode> {
         lowers: args.lowers,
         state: args.state,
     };
-    let err = enter_and_exec(&layers, program, rest, &[]);
+    let err = enter_and_exec(&layers, program, rest);
     eprintln!("error: cannot run {program}: {err}");
     Ok(ExitCode::from(
         if err.kind() == std::io::ErrorKind::NotFound {
@@ -208,4 +245,29 @@ pub fn enter(args: EnterArgs) -> Result<ExitCode> {
             126
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn package_variables_expand_from_the_launching_environment() {
+        let env = |n: &str| match n {
+            "PATH" => Some("/usr/bin:/bin".to_owned()),
+            "HOME" => Some("/home/a".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            expand("/opt/foo/bin:$PATH", env),
+            "/opt/foo/bin:/usr/bin:/bin"
+        );
+        assert_eq!(expand("${HOME}/.foo", env), "/home/a/.foo");
+        assert_eq!(expand("$UNSET-x", env), "-x");
+        assert_eq!(
+            expand("cost $5 and $ alone, ${unclosed", env),
+            "cost  and $ alone, ${unclosed"
+        );
+        assert_eq!(expand("no variables", env), "no variables");
+    }
 }

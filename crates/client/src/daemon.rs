@@ -1246,6 +1246,7 @@ impl Daemon {
             "application": application.id,
             "target": target,
             "arguments": application.arguments,
+            "environment": added.reader.remote().package().manifest().environment,
             "package": {
                 "name": added.name, "version": added.version,
                 "package_id": added.package_id, "version_id": added.version_id,

@@ -19,6 +19,7 @@
 pub mod blocks;
 pub mod cache;
 pub mod daemon;
+pub mod desktop;
 pub mod fetch;
 pub mod fs;
 pub mod protocol;

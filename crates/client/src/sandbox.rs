@@ -181,19 +181,12 @@ fn option_path(path: &Path) -> String {
     out
 }
 
-/// Enters the environment and executes `program` (see the module doc).
-/// Returns only on failure, with what failed.
-pub fn enter_and_exec(
-    layers: &Layers,
-    program: &str,
-    args: &[String],
-    env: &[(String, String)],
-) -> io::Error {
+/// Enters the environment and executes `program` with `args` and this
+/// process's environment variables (see the module doc). Returns only on
+/// failure, with what failed.
+pub fn enter_and_exec(layers: &Layers, program: &str, args: &[String]) -> io::Error {
     match enter(layers) {
-        Ok(()) => Command::new(program)
-            .args(args)
-            .envs(env.iter().cloned())
-            .exec(),
+        Ok(()) => Command::new(program).args(args).exec(),
         Err(e) => e,
     }
 }

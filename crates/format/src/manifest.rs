@@ -66,6 +66,26 @@ pub struct Manifest {
     /// `Prerequisites/appv:TargetOSes/appv:TargetOS` values in document order,
     /// trimmed, empty ones left out; empty for every operating system.
     pub target_oses: Vec<String>,
+    /// `avail:EnvironmentVariables/avail:Variable` `Name` and `Value`, in
+    /// document order: set for the package's applications when they run
+    /// (`$NAME` and `${NAME}` in a value stand for the launching environment's
+    /// variable), as App-V's virtual environment variables.
+    pub environment: Vec<(String, String)>,
+}
+
+/// Most `avail:Variable` elements in a manifest.
+pub const MAX_VARIABLES: usize = 256;
+/// Longest variable name, in bytes.
+pub const MAX_VARIABLE_NAME: usize = 256;
+/// Longest variable value, in bytes.
+pub const MAX_VARIABLE_VALUE: usize = 32 * 1024;
+
+/// Whether `name` can name an environment variable: not empty, at most
+/// [`MAX_VARIABLE_NAME`] bytes, no `=`, NUL or control characters.
+pub fn valid_variable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_VARIABLE_NAME
+        && !name.chars().any(|c| c == '=' || c.is_control())
 }
 
 impl Manifest {
@@ -85,13 +105,22 @@ impl Manifest {
         let mut parser = Parser::new(PART, chunks, limits, true);
         // Held while reading: one past the bound, to tell that it was passed.
         let mut target_oses_seen = 0usize;
+        let mut variables_seen = 0usize;
         let root = xml::read_tree(&mut parser, |depth, parent, name| match depth {
             0 => true,
             1 => matches!(
                 name,
-                "Identity" | "Properties" | "Applications" | "Prerequisites"
+                "Identity"
+                    | "Properties"
+                    | "Applications"
+                    | "Prerequisites"
+                    | "EnvironmentVariables"
             ),
             2 if parent == "Prerequisites" => name == "TargetOSes",
+            2 if parent == "EnvironmentVariables" => {
+                variables_seen += usize::from(name == "Variable");
+                name == "Variable" && variables_seen <= MAX_VARIABLES + 1
+            }
             2 => matches!(name, "DisplayName" | "Application"),
             3 if parent == "TargetOSes" => {
                 target_oses_seen += usize::from(name == "TargetOS");
@@ -102,6 +131,7 @@ impl Manifest {
         })?;
         let bad = |reason: &str| FormatError::xml(PART, reason);
         let target_oses = Self::target_oses(&root)?;
+        let environment = Self::environment(&root)?;
         if root.name != "Package" {
             return Err(bad("the root element is not <Package>"));
         }
@@ -151,7 +181,43 @@ impl Manifest {
                 .map(|d| d.text.trim().to_owned()),
             applications,
             target_oses,
+            environment,
         })
+    }
+
+    /// The `avail:Variable`s of a manifest read into `root`.
+    fn environment(root: &xml::Element) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let variables = root
+            .children_named("EnvironmentVariables")
+            .flat_map(|e| e.children_named("Variable"));
+        for (i, v) in variables.enumerate() {
+            if i == MAX_VARIABLES {
+                return Err(FormatError::XmlLimit {
+                    part: PART.to_owned(),
+                    what: "avail:Variable elements",
+                    limit: MAX_VARIABLES as u64,
+                });
+            }
+            let name = v.attr("Name").unwrap_or_default();
+            if !valid_variable_name(name) {
+                return Err(FormatError::xml(
+                    PART,
+                    format!("avail:Variable Name {name:?} is not a variable name"),
+                ));
+            }
+            let value = v.attr("Value").unwrap_or_default();
+            if value.len() > MAX_VARIABLE_VALUE || value.contains('\0') {
+                return Err(FormatError::xml(
+                    PART,
+                    format!(
+                        "avail:Variable {name}: the value is longer than {MAX_VARIABLE_VALUE} bytes or holds NUL"
+                    ),
+                ));
+            }
+            out.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(out)
     }
 
     /// The `appv:TargetOS` values of a manifest read into `root`.
@@ -235,7 +301,19 @@ impl Manifest {
             }
             out.push_str("    </appv:Application>\n");
         }
-        out.push_str("  </appv:Applications>\n</Package>\n");
+        out.push_str("  </appv:Applications>\n");
+        if !self.environment.is_empty() {
+            out.push_str("  <avail:EnvironmentVariables>\n");
+            for (name, value) in &self.environment {
+                out.push_str(&format!(
+                    "    <avail:Variable Name=\"{}\" Value=\"{}\"/>\n",
+                    e(name),
+                    e(value)
+                ));
+            }
+            out.push_str("  </avail:EnvironmentVariables>\n");
+        }
+        out.push_str("</Package>\n");
         out
     }
 }
@@ -314,8 +392,14 @@ mod tests {
                 arguments: Some("--x \"y\"".into()),
             }],
             target_oses: vec![],
+            environment: vec![
+                ("FOO_HOME".into(), "/opt/foo".into()),
+                ("PATH".into(), "/opt/foo/bin:$PATH & \"more\"".into()),
+            ],
         };
         assert_eq!(Manifest::parse(m.to_xml().as_bytes()).unwrap(), m);
+        let bad = m.to_xml().replace("FOO_HOME", "A=B");
+        assert!(Manifest::parse(bad.as_bytes()).is_err());
         assert!(!m.to_xml().contains("Prerequisites"));
         let targeted = Manifest {
             target_oses: vec!["WindowsClient_10.0_x64".into(), "WindowsServer_6.3".into()],

@@ -183,6 +183,7 @@ impl<R: ReadAt> Package<R> {
                 display_name: None,
                 applications: Vec::new(),
                 target_oses: Vec::new(),
+                environment: Vec::new(),
             },
             stream_map: None,
             filesystem: None,

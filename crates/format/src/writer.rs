@@ -55,6 +55,9 @@ pub struct PackOptions {
     pub version_id: Option<Uuid>,
     /// Applications (targets are absolute Linux paths).
     pub applications: Vec<Application>,
+    /// Environment variables for the applications (name, value; see
+    /// [`Manifest::environment`]).
+    pub environment: Vec<(String, String)>,
     /// The operating systems the package targets, written as
     /// `Prerequisites/appv:TargetOSes/appv:TargetOS` (empty: every one, and
     /// nothing is written). Each is non-empty, at most
@@ -89,6 +92,7 @@ impl Default for PackOptions {
             package_id: None,
             version_id: None,
             applications: Vec::new(),
+            environment: Vec::new(),
             target_oses: Vec::new(),
             publishing: Vec::new(),
             primary: Vec::new(),
@@ -358,6 +362,7 @@ fn build_manifest(
         display_name: Some(options.name.clone()),
         applications: options.applications.clone(),
         target_oses: options.target_oses.clone(),
+        environment: options.environment.clone(),
     })
 }
 
