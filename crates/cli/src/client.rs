@@ -82,6 +82,15 @@ struct DaemonArgs {
     /// Where package versions are mounted (overrides PackageInstallationRoot).
     #[arg(long, env = "AVAIL_CLIENT_MOUNT_ROOT")]
     mount_root: Option<PathBuf>,
+    /// The XDG data directory for the desktop entries, icons and MIME types of
+    /// packages published to the machine (users' own go under their
+    /// ~/.local/share when they sync).
+    #[arg(
+        long,
+        env = "AVAIL_CLIENT_DESKTOP_DIR",
+        default_value = "/usr/local/share"
+    )]
+    desktop_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -218,15 +227,62 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    let desktop = match request {
+        Request::Sync { .. } if !nix::unistd::geteuid().is_root() => {
+            Some(user_desktop(&args.socket))
+        }
+        _ => None,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_human(&request, &value);
     }
+    if let Some(Err(e)) = desktop {
+        eprintln!("warning: your desktop entries were not updated: {e:#}");
+    }
     Ok(match request {
         Request::Sync { .. } if !sync_succeeded(&value) => ExitCode::from(69),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Makes the caller's own desktop entries (under `$XDG_DATA_HOME`, or
+/// `~/.local/share`) match the packages published to them, as App-V
+/// publishes a user's shortcuts at their publishing refresh.
+fn user_desktop(socket: &std::path::Path) -> Result<avail_client::desktop::Summary> {
+    let answer = call(socket, &Request::Desktop, |_| {})?;
+    let data_home = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .ok_or_else(|| anyhow::anyhow!("neither XDG_DATA_HOME nor HOME is set"))?;
+    let packages: Vec<avail_client::desktop::PackageDesktop> = answer["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(avail_client::desktop::PackageDesktop {
+                package_id: p["package_id"].as_str()?.parse().ok()?,
+                version_id: p["version_id"].as_str()?.parse().ok()?,
+                name: p["name"].as_str()?.to_owned(),
+                mount: PathBuf::from(p["mount"].as_str()?),
+                applications: p["applications"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|a| {
+                        Some(avail_format::manifest::Application {
+                            id: a["id"].as_str()?.to_owned(),
+                            target: a["target"].as_str().map(str::to_owned),
+                            arguments: a["arguments"].as_str().map(str::to_owned),
+                        })
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let bin = answer["avail"].as_str().unwrap_or("avail").to_owned();
+    Ok(avail_client::desktop::sync(&data_home, &packages, &bin)?)
 }
 
 /// Removes a layer, whose overlay work directory the kernel leaves with
@@ -295,6 +351,7 @@ fn run_daemon(socket: &std::path::Path, args: DaemonArgs) -> Result<ExitCode> {
         socket: socket.to_owned(),
         state_dir: args.state_dir,
         mount_root: args.mount_root,
+        desktop_dir: args.desktop_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -533,6 +533,8 @@ impl Client {
             .arg(self.state())
             .arg("--mount-root")
             .arg(self.mount_root())
+            .arg("--desktop-dir")
+            .arg(self.dir.path().join("desktop"))
             .env("AVAIL_CLIENT_SOCKET", self.socket())
             .env_remove("AVAIL_CLIENT_STATE_DIR")
             .env_remove("AVAIL_CLIENT_MOUNT_ROOT")

@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use crate::blocks::{CacheMode, PackageReader};
 use crate::cache::{BlockStore, DiskCache, MemoryCache};
+use crate::desktop::PackageDesktop;
 use crate::fetch::{
     FetchConfig, Fetcher, OpenedRanges, RemotePackage, apply_package_source_root, split_package_url,
 };
@@ -76,6 +77,9 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// Overrides the `PackageInstallationRoot` setting.
     pub mount_root: Option<PathBuf>,
+    /// Where the desktop entries of packages published to the machine go
+    /// (an XDG data directory: `applications/`, `icons/` below it).
+    pub desktop_dir: PathBuf,
 }
 
 /// Why the daemon could not start.
@@ -129,6 +133,7 @@ struct Wanted {
 
 struct Daemon {
     state_dir: PathBuf,
+    desktop_dir: PathBuf,
     mount_root_override: Option<PathBuf>,
     settings: Mutex<Settings>,
     servers: Mutex<Vec<PublishingServer>>,
@@ -356,6 +361,7 @@ impl Daemon {
         let identity = ClientIdentity::detect(&host, env!("CARGO_PKG_VERSION"));
         Ok(Daemon {
             state_dir: dir.clone(),
+            desktop_dir: options.desktop_dir.clone(),
             mount_root_override: options.mount_root.clone(),
             settings: Mutex::new(settings),
             servers: Mutex::new(servers),
@@ -405,6 +411,7 @@ impl Daemon {
             Request::Launch { app } => self.launch(caller, &app, tx).await,
             Request::Layers { package } => self.layers(caller, &package),
             Request::ReportSend => self.send_reports().await,
+            Request::Desktop => Ok(self.user_desktop(caller)),
             Request::ReportStatus => Ok(self.report_status()),
             Request::LaunchEnded {
                 launch_id,
@@ -563,6 +570,7 @@ impl Daemon {
         }
         self.update_publications(|p| p.forget_server(name))?;
         let changes = self.reconcile(None).await;
+        self.sync_machine_desktop().await;
         Ok(json!({ "removed": name, "packages": changes }))
     }
 
@@ -648,6 +656,7 @@ impl Daemon {
             }
         }
         let packages = self.reconcile(progress).await;
+        self.sync_machine_desktop().await;
         let report = json!({ "at_unix": now_unix(), "servers": results, "packages": packages });
         *lock(&self.last_refresh) = Some(report.clone());
         report
@@ -1036,6 +1045,7 @@ impl Daemon {
             "mount": added.mountpoint,
         });
         lock(&self.added).insert(version_id, added);
+        self.sync_machine_desktop().await;
         Ok(answer)
     }
 
@@ -1117,8 +1127,10 @@ impl Daemon {
             }
         }
         lock(&self.added).remove(&vid);
+        self.forget_opened(vid);
         let answer =
             json!({"removed": format!("{} {}", added.name, added.version), "version_id": vid});
+        self.sync_machine_desktop().await;
         unmount_added(added).await;
         Ok(answer)
     }
@@ -1308,6 +1320,81 @@ impl Daemon {
         Ok((Some(group), members))
     }
 
+    /// The added versions published to `user` (and not to the machine), or
+    /// with `None` those published to the machine or added by URL, as
+    /// desktop integration takes them.
+    fn desktop_packages(&self, user: Option<&str>) -> Vec<PackageDesktop> {
+        let mut wanted: Vec<Uuid> = lock(&self.publications)
+            .packages()
+            .into_iter()
+            .filter(|p| match user {
+                None => p.machine,
+                Some(u) => !p.machine && p.users.contains(u),
+            })
+            .map(|p| p.version_id.0)
+            .collect();
+        if user.is_none() {
+            wanted.extend(lock(&self.by_url).iter().map(|a| a.version_id));
+        }
+        let added = lock(&self.added);
+        wanted
+            .iter()
+            .filter_map(|v| added.get(v))
+            .filter(|a| a.mount.is_some())
+            .map(|a| PackageDesktop {
+                package_id: a.package_id,
+                version_id: a.version_id,
+                name: a.name.clone(),
+                mount: a.mountpoint.clone(),
+                applications: a.reader.remote().package().manifest().applications.clone(),
+            })
+            .collect()
+    }
+
+    /// Makes the machine's desktop entries match what is published to it.
+    async fn sync_machine_desktop(&self) {
+        let packages = self.desktop_packages(None);
+        let dir = self.desktop_dir.clone();
+        let bin = avail_bin();
+        match tokio::task::spawn_blocking(move || crate::desktop::sync(&dir, &packages, &bin)).await
+        {
+            Ok(Ok(summary)) if !summary.installed.is_empty() || !summary.removed.is_empty() => {
+                tracing::info!(
+                    installed = summary.installed.len(),
+                    removed = summary.removed.len(),
+                    "desktop entries updated"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %self.desktop_dir.display(), error = %e, "cannot update the desktop entries")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot update the desktop entries"),
+        }
+    }
+
+    /// What the caller's own desktop integration needs: the versions
+    /// published to them (not to the machine), with their mounts and
+    /// applications.
+    fn user_desktop(&self, caller: &Caller) -> Value {
+        let packages: Vec<Value> = self
+            .desktop_packages(Some(&caller.name))
+            .into_iter()
+            .map(|p| {
+                json!({
+                    "package_id": p.package_id,
+                    "version_id": p.version_id,
+                    "name": p.name,
+                    "mount": p.mount,
+                    "applications": p.applications.iter().map(|a| json!({
+                        "id": a.id, "target": a.target, "arguments": a.arguments,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "avail": avail_bin(), "packages": packages })
+    }
+
     fn layers(&self, caller: &Caller, what: &str) -> Reply {
         let usable = self.usable(caller);
         let id = Uuid::parse_str(what).ok();
@@ -1477,6 +1564,13 @@ impl Daemon {
             json!({ "name": name, "value": settings.get(name).map_err(|e| internal(e.0))?, "takes_effect": when }),
         )
     }
+}
+
+/// The `avail` binary desktop entries run (this daemon's own).
+fn avail_bin() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "avail".into())
 }
 
 /// A dotted version as numbers, for ordering (`1.10.0.0` after `1.9.0.0`).

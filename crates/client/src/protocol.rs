@@ -98,6 +98,9 @@ pub enum Request {
         /// The signal that ended it, when one did.
         signal: Option<i32>,
     },
+    /// The versions published to the caller (not to the machine), for the
+    /// caller's own desktop entries.
+    Desktop,
     /// Send the queued usage reports now (`Send-AppvClientReport`).
     ReportSend,
     /// What the usage report queue holds.

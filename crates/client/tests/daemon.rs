@@ -27,6 +27,7 @@ impl Daemon {
             socket: socket.clone(),
             state_dir: dir.join("state"),
             mount_root: Some(dir.join("mnt")),
+            desktop_dir: dir.join("desktop"),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -194,6 +195,7 @@ fn daemon_answers_requests_refuses_bad_ones_and_keeps_settings() {
         socket: d.socket.clone(),
         state_dir: second.path().join("state"),
         mount_root: Some(second.path().join("mnt")),
+        desktop_dir: second.path().join("desktop"),
     };
     let refused = tokio::runtime::Runtime::new()
         .unwrap()
