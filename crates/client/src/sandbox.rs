@@ -27,9 +27,11 @@
 //! 5. the working directory is entered again (to see the overlays), and the
 //!    program is executed with its arguments and environment.
 //!
-//! Writes land in the layer only where the directory's mode lets the user
-//! write (a package opens a directory to its users by packing it writable);
-//! everything the user may write on the host they still write on the host.
+//! As in App-V, a user may write in the package's directories (create,
+//! replace and delete files there); those writes land in their layer, seen
+//! by them alone. Files the package ships are read-only to them unless the
+//! package made them writable for others. Everything else the user may write
+//! on the host they still write on the host.
 
 use std::ffi::OsString;
 use std::io;
@@ -94,12 +96,12 @@ const PREPARED: &str = ".avail-prepared";
 /// In a user namespace the kernel cannot copy up an entry owned by a user
 /// the namespace does not map (root owns every package entry): creating a
 /// file in a package directory, or writing to a package file, would fail
-/// with `EOVERFLOW`. So before entering, every directory of the packages
-/// that others may write to (mode `o+w`) is made in the layer, with its
-/// parents, by the user and with the package's modes, and every file that
-/// others may write to is copied there; the overlay then finds them in the
-/// layer and needs no copy-up. (Those directories show the user as their
-/// owner inside the environment.) Done again only when the lowers change.
+/// with `EOVERFLOW`. So before entering, every directory of the packages is
+/// made in the layer by the user (with the package's modes plus the owner's
+/// `rwx`), and every file that others may write to (mode `o+w`) is copied
+/// there; the overlay then finds them in the layer and needs no copy-up.
+/// Inside the environment, the package's directories show the user as their
+/// owner. Done again only when the lowers change.
 fn prepare_writable(layers: &Layers, tops: &[OsString]) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let marker = layers.state.join(PREPARED);
@@ -130,9 +132,7 @@ fn prepare_writable(layers: &Layers, tops: &[OsString]) -> io::Result<()> {
                         continue;
                     };
                     if meta.is_dir() {
-                        if writable {
-                            make_dirs(lower, &upper, rel)?;
-                        }
+                        make_dirs(lower, &upper, rel)?;
                         stack.push(path);
                     } else if meta.is_file() && writable {
                         if let Some(parent) = rel.parent() {
