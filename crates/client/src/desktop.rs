@@ -8,7 +8,12 @@
 //! of an associated file type goes through Avail too) and written as
 //! `applications/avail-<PackageId>-<app id>[-<n>].desktop`; its icons are
 //! copied under `icons/…` and `pixmaps/…` as `avail-<PackageId>-NAME.ext`. An
-//! application without a desktop entry gets a minimal generated one. The files
+//! application without a desktop entry gets a minimal generated one. The
+//! package's own MIME types (shared-mime-info package files,
+//! `usr/share/mime/packages/*.xml`) are copied to
+//! `mime/packages/avail-<PackageId>-NAME.xml` and `update-mime-database` run,
+//! so that `xdg-mime query filetype` recognizes the package's file types and
+//! `xdg-open` of such a file runs the entry that declares the type. The files
 //! installed for a package are listed in `applications/.avail/<PackageId>.list`,
 //! which is all that unpublishing ever deletes.
 //!
@@ -18,7 +23,10 @@
 //! in a written path is checked or sanitized, so nothing is written outside
 //! the data directory; keys that would run something else than Avail
 //! (`TryExec`, `DBusActivatable`, localized `Exec`) or spoof Avail's own keys
-//! (`X-Avail-*`) are dropped. A list file is trusted no more than a package:
+//! (`X-Avail-*`) are dropped. A MIME package file is copied as it is (a
+//! malformed one is skipped by `update-mime-database`), unless it is not UTF-8,
+//! is not a `mime-info` document or declares a DTD or entities, which no
+//! shared-mime-info file needs. A list file is trusted no more than a package:
 //! an entry that is not a plain path under the data directory named
 //! `avail-<PackageId>-…` is ignored.
 
@@ -43,6 +51,15 @@ pub const MAX_DESKTOP_FILES: usize = 256;
 pub const MAX_ENTRIES: usize = 256;
 /// How many icon files are copied for one package.
 pub const MAX_ICONS: usize = 512;
+/// The largest MIME package file (`usr/share/mime/packages/*.xml`) copied
+/// from a package, in bytes.
+pub const MAX_MIME_FILE: u64 = 64 * 1024;
+/// How many MIME package files are copied for one package.
+pub const MAX_MIME_FILES: usize = 32;
+/// Where a package's MIME package files are, in its mount.
+const MIME_PACKAGES_SOURCE: &str = "usr/share/mime/packages";
+/// Where MIME package files are installed, under the data directory.
+const MIME_PACKAGES: &str = "mime/packages";
 /// How many directory entries are looked at while indexing a package's icons.
 const MAX_ICON_SCAN: usize = 20_000;
 /// How many actions of one desktop entry are kept.
@@ -93,7 +110,9 @@ pub struct Summary {
 /// mount is not a directory is skipped with a warning (its files stay). If
 /// anything changed and `update-desktop-database` is on `PATH`, it is run on
 /// `data_home/applications` so that `xdg-mime` and `xdg-open` see the
-/// entries' `MimeType`s.
+/// entries' `MimeType`s; if a file under `data_home/mime/packages` was written
+/// or deleted and `update-mime-database` is on `PATH`, it is run on
+/// `data_home/mime` so that the packages' own MIME types are recognized.
 ///
 /// Every file is written atomically (a temporary file renamed over it) with
 /// mode 0644; a package's list names a file before the file is created, so a
@@ -156,6 +175,15 @@ pub fn sync(data_home: &Path, packages: &[PackageDesktop], avail_bin: &str) -> i
 
     if !summary.installed.is_empty() || !summary.removed.is_empty() {
         update_desktop_database(&data_home.join("applications"));
+    }
+    let mime_packages = data_home.join(MIME_PACKAGES);
+    if summary
+        .installed
+        .iter()
+        .chain(&summary.removed)
+        .any(|p| p.parent() == Some(mime_packages.as_path()))
+    {
+        update_mime_database(&data_home.join("mime"));
     }
     Ok(summary)
 }
@@ -259,7 +287,8 @@ fn read_list(data_home: &Path, path: &Path, id: Uuid) -> List {
 
 /// The path relative to `data_home` of a list entry, if it is one that
 /// [`sync`] could have installed for package `id`: under `data_home` with no
-/// `..`, named `avail-<id>-…`.
+/// `..`, named `avail-<id>-…`, under `applications`, `icons` or `pixmaps`, or
+/// directly in `mime/packages` and ending in `.xml`.
 fn checked_list_entry(data_home: &Path, entry: &Path, id: Uuid) -> Option<PathBuf> {
     let rel = if entry.is_absolute() {
         entry.strip_prefix(data_home).ok()?
@@ -279,8 +308,15 @@ fn checked_list_entry(data_home: &Path, entry: &Path, id: Uuid) -> Option<PathBu
     }
     // Only where sync writes.
     let top = out.components().next()?.as_os_str().to_str()?;
-    if !matches!(top, "applications" | "icons" | "pixmaps") {
-        return None;
+    match top {
+        "applications" | "icons" | "pixmaps" => {}
+        "mime" => {
+            // Nothing of the generated database, only a package file.
+            if out.parent() != Some(Path::new(MIME_PACKAGES)) || !name.ends_with(".xml") {
+                return None;
+            }
+        }
+        _ => return None,
     }
     Some(out)
 }
@@ -380,7 +416,54 @@ fn build_package(
             b.add_generated(app);
         }
     }
+    b.add_mime_packages();
     b.files
+}
+
+/// The regular `*.xml` files of a package's `usr/share/mime/packages`,
+/// sorted by name, at most [`MAX_MIME_FILES`].
+fn mime_package_files(mount: &Path) -> Vec<(String, PathBuf)> {
+    let Some(dir) = package_dir(mount, Path::new(MIME_PACKAGES_SOURCE)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return out;
+    };
+    for (n, entry) in rd.enumerate() {
+        if n >= MAX_MIME_FILES * 4 {
+            tracing::warn!(dir = %dir.display(), "too many files in a MIME packages directory: the rest are ignored");
+            break;
+        }
+        let Ok(entry) = entry else { continue };
+        let Ok(ft) = entry.file_type() else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.ends_with(".xml") {
+            continue;
+        }
+        if !ft.is_file() {
+            tracing::warn!(file = %entry.path().display(), "ignoring a MIME package file that is not a regular file");
+            continue;
+        }
+        out.push((name, entry.path()));
+    }
+    out.sort();
+    if out.len() > MAX_MIME_FILES {
+        tracing::warn!(dir = %dir.display(), "too many MIME package files: only the first {MAX_MIME_FILES} are copied");
+        out.truncate(MAX_MIME_FILES);
+    }
+    out
+}
+
+/// Whether `text` may be handed to `update-mime-database`: a `mime-info`
+/// document without a document type declaration or entity declarations
+/// (which a shared-mime-info package never needs, and which could make the
+/// XML parser read other files or expand without bound).
+fn acceptable_mime_package(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    text.contains("<mime-info") && !upper.contains("<!DOCTYPE") && !upper.contains("<!ENTITY")
 }
 
 /// The regular `*.desktop` files of `mount/dir`, sorted by name, bounded.
@@ -897,6 +980,42 @@ impl Builder<'_> {
         Some(app)
     }
 
+    /// Adds the package's MIME package files as
+    /// `mime/packages/avail-<PackageId>-NAME.xml`.
+    fn add_mime_packages(&mut self) {
+        let pkg = self.package.package_id;
+        for (name, path) in mime_package_files(&self.package.mount) {
+            let bytes = match read_bounded_nofollow(&path, MAX_MIME_FILE) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    tracing::warn!(package = %pkg, file = %name, "ignoring a MIME package file that is not a regular file or larger than {MAX_MIME_FILE} bytes");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(package = %pkg, file = %name, error = %e, "cannot read a MIME package file");
+                    continue;
+                }
+            };
+            match std::str::from_utf8(&bytes) {
+                Ok(text) if acceptable_mime_package(text) => {}
+                _ => {
+                    tracing::warn!(package = %pkg, file = %name, "ignoring a MIME package file that is not a UTF-8 mime-info document without DTD");
+                    continue;
+                }
+            }
+            let stem = name.strip_suffix(".xml").unwrap_or(&name);
+            let base = format!("{}{}", self.prefix, sanitize_id(stem));
+            let mut dest = Path::new(MIME_PACKAGES).join(format!("{base}.xml"));
+            let mut n = 2;
+            while self.files.contains_key(&dest) {
+                dest = Path::new(MIME_PACKAGES).join(format!("{base}-{n}.xml"));
+                n += 1;
+            }
+            tracing::debug!(package = %pkg, file = %name, dest = %dest.display(), "MIME package file copied");
+            self.files.insert(dest, bytes);
+        }
+    }
+
     /// Adds a minimal entry for an application without a desktop file.
     fn add_generated(&mut self, app: &Application) {
         let pkg = self.package.package_id;
@@ -1192,7 +1311,27 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Runs `update-desktop-database` on `dir` if it is on `PATH`.
 fn update_desktop_database(dir: &Path) {
-    match Command::new("update-desktop-database")
+    run_updater(
+        "update-desktop-database",
+        dir,
+        "MIME associations are not cached",
+    );
+}
+
+/// Runs `update-mime-database` on `dir` (`DATA_HOME/mime`) if it is on
+/// `PATH`.
+fn update_mime_database(dir: &Path) {
+    run_updater(
+        "update-mime-database",
+        dir,
+        "the packages' MIME types are not recognized",
+    );
+}
+
+/// Runs a cache updater on `dir`: its absence logged at debug, its failure
+/// at warn.
+fn run_updater(tool: &str, dir: &Path, without: &str) {
+    match Command::new(tool)
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1200,18 +1339,16 @@ fn update_desktop_database(dir: &Path) {
         .output()
     {
         Ok(out) if out.status.success() => {
-            tracing::debug!(dir = %dir.display(), "update-desktop-database ran");
+            tracing::debug!(dir = %dir.display(), "{tool} ran");
         }
         Ok(out) => {
-            tracing::warn!(dir = %dir.display(), status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "update-desktop-database failed");
+            tracing::warn!(dir = %dir.display(), status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "{tool} failed");
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::debug!(
-                "update-desktop-database is not installed: MIME associations are not cached"
-            );
+            tracing::debug!("{tool} is not installed: {without}");
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot run update-desktop-database");
+            tracing::warn!(error = %e, "cannot run {tool}");
         }
     }
 }

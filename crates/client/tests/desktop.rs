@@ -1,15 +1,18 @@
 //! Desktop integration (`avail_client::desktop::sync`) on temporary
 //! directories standing for a package's mount and the XDG data directory:
 //! rewritten and generated entries, icons, unpublishing, idempotence and
-//! version replacement, hostile packages and list files, and the MIME default
-//! seen by `xdg-mime` (Debian packages `xdg-utils` and
-//! `desktop-file-utils`).
+//! version replacement, hostile packages and list files, the MIME default
+//! seen by `xdg-mime` (Debian packages `xdg-utils` and `desktop-file-utils`),
+//! and `xdg-open` of a file of a package's own MIME type starting the
+//! application through Avail (also `libfile-mimeinfo-perl` and
+//! `shared-mime-info`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use avail_client::desktop::{PackageDesktop, sync};
 use avail_format::manifest::Application;
@@ -483,6 +486,35 @@ fn hostile_packages_and_lists_stay_inside_the_data_directory() {
     .unwrap();
     // A theme directory that is a symlink out of the mount.
     symlink(outside.path(), m.join("usr/share/icons/evil")).unwrap();
+    // MIME package files: a symlink to /etc/passwd, an oversized one, one
+    // declaring an external entity, one with a hostile name (copied under a
+    // safe one), a directory.
+    let mime = m.join("usr/share/mime/packages");
+    fs::create_dir_all(mime.join("dir.xml")).unwrap();
+    symlink("/etc/passwd", mime.join("passwd.xml")).unwrap();
+    let mut big_mime = String::from(
+        "<?xml version=\"1.0\"?>\n<mime-info xmlns=\"http://www.freedesktop.org/standards/shared-mime-info\">\n",
+    );
+    while big_mime.len() <= 70 * 1024 {
+        big_mime.push_str("<!-- padding padding padding padding padding padding padding -->\n");
+    }
+    big_mime.push_str("</mime-info>\n");
+    put(m, "usr/share/mime/packages/big.xml", big_mime.as_bytes());
+    put(
+        m,
+        "usr/share/mime/packages/entity.xml",
+        b"<?xml version=\"1.0\"?>\n<!DOCTYPE mime-info [<!ENTITY p SYSTEM \"file:///etc/passwd\">]>\n\
+          <mime-info xmlns=\"http://www.freedesktop.org/standards/shared-mime-info\">\n\
+          <mime-type type=\"text/x-entity\"><comment>&p;</comment><glob pattern=\"*.entity\"/></mime-type>\n\
+          </mime-info>\n",
+    );
+    put(
+        m,
+        "usr/share/mime/packages/..;$(touch pwned) x.xml",
+        b"<?xml version=\"1.0\"?>\n<mime-info xmlns=\"http://www.freedesktop.org/standards/shared-mime-info\">\n\
+          <mime-type type=\"text/x-hostile\"><comment>hostile</comment><glob pattern=\"*.hostile\"/></mime-type>\n\
+          </mime-info>\n",
+    );
     fs::create_dir_all(outside.path().join("48x48/apps")).unwrap();
     fs::write(outside.path().join("48x48/apps/foo.png"), b"outside").unwrap();
 
@@ -504,13 +536,26 @@ fn hostile_packages_and_lists_stay_inside_the_data_directory() {
         &format!("applications/.avail/{other}.list"),
         format!(
             "version={}\nfile=/etc/passwd\nfile={}\nfile=../{}\nfile=applications/../../victim\n\
-             file=applications/not-avail.desktop\nfile=applications/avail-{id}-x.desktop\n",
+             file=applications/not-avail.desktop\nfile=applications/avail-{id}-x.desktop\n\
+             file=mime/avail-{other}-x.xml\nfile=mime/packages/sub/avail-{other}-x.xml\n\
+             file=mime/packages/avail-{other}-x.txt\nfile=mime/packages/avail-{id}-x.xml\n\
+             file=mime/packages/../avail-{other}-x.xml\n",
             Uuid::new_v4(),
             victim.display(),
             victim.file_name().unwrap().to_string_lossy(),
         )
         .as_bytes(),
     );
+    // Files a list of `other` may not name although they look like its own.
+    let not_listed = [
+        format!("mime/avail-{other}-x.xml"),
+        format!("mime/packages/sub/avail-{other}-x.xml"),
+        format!("mime/packages/avail-{other}-x.txt"),
+        format!("mime/packages/avail-{id}-x.xml"),
+    ];
+    for rel in &not_listed {
+        put(data.path(), rel, b"not Avail's to delete");
+    }
     put(
         data.path(),
         "applications/not-avail.desktop",
@@ -589,6 +634,22 @@ fn hostile_packages_and_lists_stay_inside_the_data_directory() {
         "{:?}",
         written.keys()
     );
+    for rel in &not_listed {
+        assert!(data.path().join(rel).exists(), "{rel} was deleted");
+    }
+    // Only the acceptable MIME package file was copied, under a safe name.
+    let mut mime_files: Vec<String> = fs::read_dir(data.path().join("mime/packages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("avail-{id}-")) && n != &format!("avail-{id}-x.xml"))
+        .collect();
+    mime_files.sort();
+    assert_eq!(
+        mime_files,
+        vec![format!("avail-{id}-_.___touch_pwned__x.xml")]
+    );
+    assert!(!all.contains("text/x-entity"), "the entity file was copied");
+    assert!(!Path::new("pwned").exists() && !data.path().join("pwned").exists());
     // The escape entry runs the first application through Avail.
     assert!(
         all.contains("Exec=/usr/bin/avail run ../../../../tmp/x/../evil %f\n"),
@@ -606,6 +667,39 @@ fn hostile_packages_and_lists_stay_inside_the_data_directory() {
     );
     assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
     assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        !data
+            .path()
+            .join(format!("mime/packages/avail-{id}-_.___touch_pwned__x.xml"))
+            .exists()
+    );
+    for rel in &not_listed {
+        assert!(data.path().join(rel).exists(), "{rel} was deleted");
+    }
+
+    // A package whose MIME directory is a symlink out of the mount.
+    let linked = tempfile::tempdir().unwrap();
+    fs::create_dir_all(linked.path().join("usr/share")).unwrap();
+    fs::create_dir_all(outside.path().join("mime/packages")).unwrap();
+    fs::write(
+        outside.path().join("mime/packages/outside.xml"),
+        b"<mime-info>outside</mime-info>",
+    )
+    .unwrap();
+    symlink(
+        outside.path().join("mime"),
+        linked.path().join("usr/share/mime"),
+    )
+    .unwrap();
+    let pkg = package(linked.path(), vec![app("L", "/opt/l")]);
+    let summary = sync(data.path(), std::slice::from_ref(&pkg), BIN).unwrap();
+    assert!(
+        !summary
+            .installed
+            .iter()
+            .any(|p| p.starts_with(data.path().join("mime"))),
+        "{summary:?}"
+    );
 }
 
 fn on_path(tool: &str) -> bool {
@@ -667,4 +761,173 @@ fn xdg_mime_finds_the_installed_entry() {
 
     sync(data.path(), &[], BIN).unwrap();
     assert_eq!(query(), "");
+}
+
+/// The example application's desktop entry and MIME package file.
+const HELLO_DESKTOP: &str =
+    include_str!("../../../examples/hello-avail/tree/usr/share/applications/hello-avail.desktop");
+const HELLO_MIME: &str =
+    include_str!("../../../examples/hello-avail/tree/usr/share/mime/packages/hello-avail.xml");
+
+/// `xdg-mime ARGS` or `xdg-open ARGS` run in xdg-utils' generic mode, seeing
+/// only `data` (as `XDG_DATA_HOME`) and empty directories: no desktop
+/// environment is detected (`XDG_CURRENT_DESKTOP=X-Generic` skips the probing
+/// through D-Bus and X), and a display variable is set because generic
+/// `xdg-open` consults `xdg-mime` only when it believes there is a display
+/// (nothing connects to it).
+fn xdg(tool: &str, args: &[&Path], data: &Path, empty: &Path, home: &Path) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", data)
+        .env("XDG_DATA_DIRS", empty)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CONFIG_DIRS", empty)
+        .env("XDG_CURRENT_DESKTOP", "X-Generic")
+        .env("WAYLAND_DISPLAY", "avail-test-no-such-display")
+        .current_dir(home)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (
+        out.status.success(),
+        format!("{text}\n{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn xdg_open_starts_the_application_through_avail() {
+    // scripts/test installs them all; a missing one is a failure, not a skip.
+    let needed = [
+        ("xdg-mime", "xdg-utils"),
+        ("xdg-open", "xdg-utils"),
+        ("update-desktop-database", "desktop-file-utils"),
+        ("mimetype", "libfile-mimeinfo-perl"),
+        ("update-mime-database", "shared-mime-info"),
+    ];
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(tool, pkg)| format!("{tool} (Debian {pkg})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {}: apt-get install -y xdg-utils desktop-file-utils libfile-mimeinfo-perl shared-mime-info",
+        missing.join(", ")
+    );
+    let mount = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    put(
+        mount.path(),
+        "usr/share/applications/hello-avail.desktop",
+        HELLO_DESKTOP.as_bytes(),
+    );
+    put(
+        mount.path(),
+        "usr/share/mime/packages/hello-avail.xml",
+        HELLO_MIME.as_bytes(),
+    );
+    put(
+        mount.path(),
+        "opt/hello-avail/bin/hello-avail",
+        b"#!/bin/sh\n",
+    );
+
+    // `avail`: a stub appending its arguments, one a line, to a file.
+    // xdg-open splits Exec on blanks, so these paths must have none.
+    let calls = work.path().join("calls");
+    let stub = work.path().join("avail");
+    fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+    let stub_str = stub.to_str().unwrap();
+    let file = work.path().join("some.hello");
+    fs::write(&file, b"Hello!\n").unwrap();
+    for p in [stub_str, file.to_str().unwrap()] {
+        assert!(!p.contains(char::is_whitespace), "{p}");
+    }
+
+    let pkg = package(
+        mount.path(),
+        vec![app("hello-avail", "/opt/hello-avail/bin/hello-avail")],
+    );
+    let id = pkg.package_id;
+    let mime_package = data
+        .path()
+        .join(format!("mime/packages/avail-{id}-hello-avail.xml"));
+    let summary = sync(data.path(), std::slice::from_ref(&pkg), stub_str).unwrap();
+    assert!(summary.installed.contains(&mime_package), "{summary:?}");
+    assert_eq!(fs::read_to_string(&mime_package).unwrap(), HELLO_MIME);
+    // update-mime-database ran.
+    assert!(data.path().join("mime/mime.cache").exists());
+
+    let run = |tool: &str, args: &[&Path]| xdg(tool, args, data.path(), empty.path(), home.path());
+    let (ok, out) = run(
+        "xdg-mime",
+        &[Path::new("query"), Path::new("filetype"), &file],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().next().unwrap(), "text/x-hello-avail", "{out}");
+    let (ok, out) = run(
+        "xdg-mime",
+        &[
+            Path::new("query"),
+            Path::new("default"),
+            Path::new("text/x-hello-avail"),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        format!("avail-{id}-hello-avail.desktop"),
+        "{out}"
+    );
+
+    let (ok, out) = run("xdg-open", &[&file]);
+    assert!(ok, "xdg-open failed: {out}");
+    // xdg-open runs the entry in the foreground, but do not rely on it.
+    let expected = format!("run\nhello-avail\n{}\n", file.display());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fs::read_to_string(&calls).unwrap_or_default();
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the avail stub was called with {got:?}, not {expected:?}; xdg-open said: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Unpublished: the MIME package file is gone and the type with it.
+    let summary = sync(data.path(), &[], stub_str).unwrap();
+    assert!(summary.removed.contains(&mime_package), "{summary:?}");
+    assert!(!mime_package.exists());
+    let (ok, out) = run(
+        "xdg-mime",
+        &[Path::new("query"), Path::new("filetype"), &file],
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("text/x-hello-avail"), "{out}");
+    let (_, out) = run(
+        "xdg-mime",
+        &[
+            Path::new("query"),
+            Path::new("default"),
+            Path::new("text/x-hello-avail"),
+        ],
+    );
+    assert_eq!(out.lines().next().unwrap_or(""), "", "{out}");
 }
