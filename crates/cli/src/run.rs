@@ -99,6 +99,14 @@ pub fn ask(socket: &std::path::Path, request: &Request) -> Result<Result<Value, 
 
 /// Runs `avail run`.
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    // Where the layer goes is known before the daemon records a launch.
+    let layers = match layers_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(126));
+        }
+    };
     let plan = match ask(
         &args.socket,
         &Request::Launch {
@@ -133,7 +141,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .flatten()
         .filter_map(|l| l.as_str().map(str::to_owned))
         .collect();
-    let state = layers_dir()?.join(&layer);
+    let state = layers.join(&layer);
 
     // The signals passed on; SIGINT and SIGQUIT only caught, so that a
     // terminal's reaches the application alone and avail run waits for it.

@@ -347,6 +347,10 @@ impl Daemon {
             read_json(&dir.join("added.json")).map_err(|e| start_error("added packages", e))?;
         let disk = DiskCache::open(dir.join("cache"), settings.cache_quota)
             .map_err(|e| start_error("the block cache", e))?;
+        // Every block is verified again when read from the cache, so one that
+        // a power failure lost or tore is fetched again: no fsync per block
+        // (which cost cold reads most of their time).
+        disk.set_fsync(false);
         let memory: Arc<dyn BlockStore> =
             Arc::new(MemoryCache::new(settings.shared_content_store_memory));
         let refresher =
@@ -829,9 +833,11 @@ impl Daemon {
             ));
         }
         if let Some(expected) = &w.block_map_sha256 {
-            let actual = remote
-                .package()
-                .block_map_sha256()
+            // It may read the block map from a mirror again: blocking work.
+            let package = remote.clone();
+            let actual = tokio::task::spawn_blocking(move || package.package().block_map_sha256())
+                .await
+                .map_err(internal)?
                 .map_err(|e| unavailable(e.to_string()))?;
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(Failure::new(

@@ -237,12 +237,17 @@ fn enter(layers: &Layers) -> io::Result<()> {
             .map(|p| option_path(&p))
             .collect();
         lowerdir.push(option_path(&target));
-        let options = format!(
+        let mut options = format!(
             "lowerdir={},upperdir={},workdir={}",
             lowerdir.join(":"),
             option_path(&layers.state.join("upper").join(top)),
             option_path(&layers.state.join("work").join(top)),
         );
+        if !uid.is_root() {
+            // In a user namespace overlayfs may not set trusted.* attributes:
+            // whiteouts and renamed directories are recorded in user.* ones.
+            options.push_str(",userxattr");
+        }
         mount(
             Some("avail"),
             &target,

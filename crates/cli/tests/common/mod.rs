@@ -1,0 +1,529 @@
+//! The harness shared by the client's end-to-end tests (`client.rs`,
+//! `run.rs`): the `avail` binary, root and FUSE checks, bounded polls,
+//! reproducible content and packing, a server node, Debian's nginx and the
+//! client daemon with its own state directory, socket and mount root.
+//! Each test crate uses part of it.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use avail_testkit::AvailNode;
+use serde_json::Value;
+/// How long any poll may go on before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `MiB`.
+pub const MB: u64 = 1 << 20;
+
+/// The group packages are granted to and machines are in.
+pub const GROUP: &str = "lab";
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_avail"))
+}
+
+/// These tests mount FUSE file systems: they need root and `/dev/fuse`.
+pub fn require_root() {
+    let uid = std::fs::metadata("/proc/self")
+        .expect("cannot stat /proc/self")
+        .uid();
+    assert_eq!(
+        uid, 0,
+        "the client tests mount FUSE file systems and must run as root (CI runs them as root)"
+    );
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "the client tests need /dev/fuse (FUSE) on this machine"
+    );
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` until it returns `Some`, at most [`PATIENCE`]; panic with `what`.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "waited {PATIENCE:?} for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Content
+
+/// xorshift64: reproducible random bytes without a crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Write `len` random bytes (from `seed`) to `path`, creating its directory.
+pub fn random_file(path: &Path, len: u64, seed: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut buf = vec![0u8; MB as usize];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(MB) as usize;
+        rng.fill(&mut buf[..n]);
+        out.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    out.flush().unwrap();
+}
+
+/// Pack `tree` into `out` (stored, level 0: the payload is random anyway).
+pub fn pack(
+    tree: &Path,
+    out: &Path,
+    name: &str,
+    version: &str,
+    package_id: &str,
+    version_id: &str,
+) {
+    pack_with(tree, out, name, version, package_id, version_id, &[]);
+}
+
+/// [`pack`] with further `avail package pack` arguments.
+pub fn pack_with(
+    tree: &Path,
+    out: &Path,
+    name: &str,
+    version: &str,
+    package_id: &str,
+    version_id: &str,
+    extra: &[&str],
+) {
+    let o = Command::new(bin())
+        .args(["package", "pack"])
+        .arg(tree)
+        .arg("-o")
+        .arg(out)
+        .args(["--name", name, "--version", version])
+        .args(["--package-id", package_id, "--version-id", version_id])
+        .args(["--level", "0"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "avail package pack: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+// ---------------------------------------------------------------------------
+// Servers
+
+/// A node with every role; its content role on a port chosen here, and the
+/// publishing document's package URLs starting with `content_base` (default:
+/// the content role).
+pub fn start_node(content_base: Option<&str>) -> AvailNode {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = content_base.map_or_else(|| format!("http://{listen}"), str::to_owned);
+    AvailNode::start(
+        bin(),
+        None,
+        &[
+            ("AVAIL_CONTENT_LISTEN", &listen),
+            ("AVAIL_PUBLISHING_CONTENT_BASE_URL", &base),
+        ],
+    )
+    .expect("cannot start avail server")
+}
+
+/// Import `appv` and publish `package` (name or VersionId) to [`GROUP`].
+pub fn publish(node: &AvailNode, appv: &Path, package: &str) {
+    node.admin_ok(&["package", "import", appv.to_str().unwrap()]);
+    // The group may exist already (a second version).
+    let _ = node.admin(&["group", "create", GROUP]);
+    let grant = node.admin(&["package", "grant", package, GROUP]);
+    let text = String::from_utf8_lossy(&grant.stderr);
+    assert!(
+        grant.status.success() || text.contains("already"),
+        "avail admin package grant: {text}"
+    );
+    node.admin_ok(&["package", "publish", package]);
+}
+
+/// A machine in [`GROUP`]; its credential.
+pub fn machine(node: &AvailNode, name: &str) -> String {
+    let _ = node.admin(&["group", "create", GROUP]);
+    let out = node.admin_ok(&["--json", "machine", "create", name, "--group", GROUP]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["credential"].as_str().unwrap().to_owned()
+}
+
+/// Debian's nginx serving a directory, in the foreground, logging each
+/// request's `$bytes_sent`.
+pub struct Nginx {
+    pub child: Option<Child>,
+    pub prefix: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Nginx {
+    pub const BIN: &'static str = "/usr/sbin/nginx";
+
+    pub fn start(root: &Path) -> Nginx {
+        assert!(
+            Path::new(Self::BIN).exists(),
+            "{} is missing: install Debian's nginx (scripts/test does)",
+            Self::BIN
+        );
+        let prefix = tempfile::tempdir().unwrap();
+        let p = prefix.path().display();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+             error_log {p}/error.log info;\nevents {{ worker_connections 256; }}\n\
+             http {{\n  default_type application/octet-stream;\n\
+             log_format bytes '$request_method $request_uri [$http_range] $status $bytes_sent';\n\
+             access_log {p}/access.log bytes;\n\
+             client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n",
+            root = root.display()
+        );
+        std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
+        let mut nginx = Nginx {
+            child: None,
+            prefix,
+            port,
+        };
+        nginx.restart();
+        nginx
+    }
+
+    /// Start it (again) on the same port and configuration.
+    pub fn restart(&mut self) {
+        self.kill();
+        let p = self.prefix.path();
+        let child = Command::new(Self::BIN)
+            .arg("-p")
+            .arg(p)
+            .arg("-e")
+            .arg(p.join("error.log"))
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("cannot run nginx");
+        self.child = Some(child);
+        let addr = self.addr();
+        wait_for("nginx to listen", || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "nginx exited with {status}: {}{}",
+                    std::fs::read_to_string(p.join("stderr.log")).unwrap_or_default(),
+                    std::fs::read_to_string(p.join("error.log")).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(&addr).ok()
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The byte ranges (`bytes=A-B`) served with 206 to requests whose URI
+    /// contains `needle`.
+    pub fn ranges_served(&self, needle: &str) -> Vec<std::ops::RangeInclusive<u64>> {
+        let log =
+            std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(needle) && l.contains("] 206 "))
+            .filter_map(|l| {
+                let range = l.split("[bytes=").nth(1)?.split(']').next()?;
+                let (a, b) = range.split_once('-')?;
+                Some(a.parse().ok()?..=b.parse().ok()?)
+            })
+            .collect()
+    }
+
+    /// `$bytes_sent` summed over the requests whose URI contains `needle`.
+    pub fn bytes_sent(&self, needle: &str) -> u64 {
+        let log =
+            std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The client daemon
+
+/// `avail client daemon` with its own state directory, socket and mount root.
+pub struct Client {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Client {
+    /// A daemon with `AutoLoad` 0 and the settings in `config` (`config.toml` lines).
+    pub fn start(config: &str) -> Client {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::fs::create_dir_all(dir.path().join("mnt")).unwrap();
+        std::fs::write(state.join("config.toml"), format!("AutoLoad = 0\n{config}")).unwrap();
+        let mut client = Client { child: None, dir };
+        client.spawn();
+        client
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/client.sock")
+    }
+
+    pub fn mount_root(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Start the daemon and wait until it answers.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the daemon runs already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["client", "daemon", "--state-dir"])
+            .arg(self.state())
+            .arg("--mount-root")
+            .arg(self.mount_root())
+            .arg("--desktop-dir")
+            .arg(self.dir.path().join("desktop"))
+            .env("AVAIL_CLIENT_SOCKET", self.socket())
+            .env_remove("AVAIL_CLIENT_STATE_DIR")
+            .env_remove("AVAIL_CLIENT_MOUNT_ROOT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot run avail client daemon");
+        self.child = Some(child);
+        wait_for("the client daemon to answer", || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("avail client daemon exited with {status}: {}", self.log());
+            }
+            self.run(&["status"]).status.success().then_some(())
+        });
+    }
+
+    /// Send `signal` (`TERM`, `KILL`) and wait for the daemon to exit.
+    pub fn signal(&mut self, signal: &str) {
+        let mut child = self.child.take().expect("the daemon is not running");
+        let o = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kill -{signal}: {o:?}");
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > PATIENCE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the daemon did not exit within {PATIENCE:?} of SIG{signal}: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `avail client ARGS…` as root.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("client")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("cannot run avail client")
+    }
+
+    /// `avail client ARGS…`, which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "avail client {args:?} exited with {}: {}{}\ndaemon log:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn packages(&self) -> Vec<Value> {
+        let out = self.ok(&["--json", "package", "list"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Add a server and sync until `version_id` is mounted; its mount.
+    pub fn subscribe(&self, node: &AvailNode, credential: &str, version_id: &str) -> PathBuf {
+        self.ok(&[
+            "server",
+            "add",
+            &node.publishing_url,
+            "--credential",
+            credential,
+        ]);
+        self.sync_until_mounted(version_id)
+    }
+
+    /// `sync` (again) until `version_id` is listed with a live mount.
+    pub fn sync_until_mounted(&self, version_id: &str) -> PathBuf {
+        wait_for(&format!("{version_id} to be mounted by sync"), || {
+            let _ = self.run(&["sync"]);
+            self.mounted(version_id)
+        })
+    }
+
+    /// The mount of `version_id`, when the list shows one and it is mounted.
+    pub fn mounted(&self, version_id: &str) -> Option<PathBuf> {
+        let p = self
+            .packages()
+            .into_iter()
+            .find(|p| p["version_id"] == version_id)?;
+        let mount = PathBuf::from(p["mount"].as_str()?);
+        self.mounts().contains(&mount).then_some(mount)
+    }
+
+    /// The mount points under the mount root, from the mount table.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let root = self.mount_root();
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|m| {
+                PathBuf::from(
+                    m.replace("\\040", " ")
+                        .replace("\\011", "\t")
+                        .replace("\\012", "\n")
+                        .replace("\\134", "\\"),
+                )
+            })
+            .filter(|m| m.starts_with(&root) && *m != root)
+            .collect()
+    }
+
+    /// The bytes of the block files in the disk cache.
+    pub fn cache_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.state().join("cache/blocks"))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .output();
+            let started = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) && started.elapsed() < PATIENCE {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut left = self.mounts();
+        left.sort();
+        for m in left.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
+        }
+    }
+}
