@@ -93,8 +93,9 @@ use tokio::sync::watch;
 use crate::cache::{BlockHash, BlockStore, CacheError};
 use crate::fetch::{FetchError, MAX_COALESCE, ReadAhead, RemotePackage, Result, blocks_of};
 
-/// The default largest read-ahead window, in blocks (2 MiB).
-pub const DEFAULT_READ_AHEAD: usize = 32;
+/// The default largest read-ahead window, in blocks (4 MiB: as much as one
+/// request coalesces).
+pub const DEFAULT_READ_AHEAD: usize = MAX_COALESCE;
 
 /// Where a reader puts the blocks it fetches.
 #[derive(Clone)]

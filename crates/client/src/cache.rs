@@ -45,7 +45,9 @@
 //!
 //! # Crash rules
 //!
-//! * A block is written to `DIR/tmp/`, `fsync`ed (unless turned off with
+//! * A block is written to a temporary file beside its final name
+//!   (`.<hash>.<pid>.<n>.tmp`, so that the rename stays within one
+//!   directory), `fsync`ed (unless turned off with
 //!   [`DiskCache::set_fsync`]) and renamed to its final name, so a name
 //!   never points at a torn write on file systems that order the rename
 //!   after the data. The directory is not `fsync`ed: a rename lost in a crash
@@ -55,7 +57,8 @@
 //!   (the caller fetches the block again). So even a file system that
 //!   reorders data and rename never makes the cache serve a torn block.
 //! * [`DiskCache::open`] rescans the directory: it deletes everything in
-//!   `tmp/`, every file in `blocks/` whose name is not a hash, and every
+//!   `tmp/` (where older versions wrote), every file in `blocks/` whose name
+//!   is not a hash (temporary files included), and every
 //!   block file whose size disagrees with its header (a truncated write);
 //!   every complete block is kept and counted.
 //! * Recency survives a restart only approximately: at open, blocks are
@@ -395,7 +398,10 @@ impl DiskCache {
                 match scan_block(&entry, fan) {
                     Ok(Some(block)) => found.push(block),
                     Ok(None) => {
-                        tracing::warn!(path = %path.display(), "dropping an incomplete or stray file from the block cache");
+                        let temporary = entry.file_name().to_string_lossy().ends_with(".tmp");
+                        if !temporary {
+                            tracing::warn!(path = %path.display(), "dropping an incomplete or stray file from the block cache");
+                        }
                         remove_leftover(&path)?;
                     }
                     Err(source) if source.kind() == io::ErrorKind::NotFound => {}
@@ -489,8 +495,11 @@ impl DiskCache {
             index.reserved += size;
         }
         // 2. Write the temporary file without the lock.
-        let tmp = self.dir.join("tmp").join(format!(
-            "{}.{}.{}.tmp",
+        // Beside its final name: a rename within one directory (a rename
+        // across directories locks both, which serialised writers).
+        let final_path = self.block_path(hash);
+        let tmp = final_path.with_file_name(format!(
+            ".{}.{}.{}.tmp",
             hex::encode(hash),
             std::process::id(),
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
@@ -502,7 +511,6 @@ impl DiskCache {
         }
         // 3. Publish it: rename and index under the lock, so an eviction of
         //    the same hash cannot come between them.
-        let final_path = self.block_path(hash);
         let mut index = self.lock();
         if index.touch(hash).is_some() {
             // Another thread stored it meanwhile.
@@ -955,6 +963,10 @@ mod tests {
             // A crash: a half-written temporary file, a truncated block, a
             // stray file in a fan-out directory.
             fs::write(tmp.path().join("tmp").join("x.1.0.tmp"), &a_data[..10]).unwrap();
+            let torn = cache
+                .block_path(&a)
+                .with_file_name(format!(".{}.1.0.tmp", hex::encode(a)));
+            fs::write(&torn, &a_data[..10]).unwrap();
             let b_file = OpenOptions::new()
                 .write(true)
                 .open(cache.block_path(&b))
@@ -965,6 +977,12 @@ mod tests {
         let cache = DiskCache::open(tmp.path(), 1 << 20).unwrap();
         assert_eq!(files_in(&tmp.path().join("tmp")), 0);
         assert!(!tmp.path().join("blocks/00/junk").exists());
+        let a_dir = cache.block_path(&a).parent().unwrap().to_owned();
+        assert_eq!(
+            files_in(&a_dir),
+            1,
+            "only the block, not its torn temporary file"
+        );
         assert!(!cache.contains(&b));
         assert!(!cache.block_path(&b).exists());
         assert_eq!(cache.block_count(), 2);

@@ -1192,17 +1192,30 @@ impl RemotePackage {
 
 /// Read-ahead for one open file, in blocks.
 ///
-/// The policy (Linux's and CVMFS's, reduced to blocks): a read that starts at
-/// block 0, or where the previous read ended (or inside the previous read, past
-/// its first block), is sequential; the window then starts at
-/// [`ReadAhead::INITIAL`] blocks and doubles on every further sequential read up
-/// to `max` blocks. Any other read is random: the window drops to nothing. A
-/// read of the same blocks again keeps the window as it is. The blocks to fetch
-/// ahead are the `window` blocks after the read, clipped to the file's end (the
-/// caller skips those it already has).
+/// The policy (Linux's and CVMFS's, reduced to blocks, and made to tolerate
+/// the kernel's read-ahead, which sends several reads of one file at once on
+/// several FUSE threads, so that they arrive slightly out of order): a read
+/// is sequential when it starts at block 0 with nothing read before, or near
+/// the stream's frontier (the furthest block read so far) — at most the
+/// window, and at least [`ReadAhead::NEAR`] blocks, before or after it. The
+/// window then starts at [`ReadAhead::INITIAL`] blocks and doubles on every
+/// further sequential read up to `max` blocks. Any other read is random: the
+/// window drops to nothing and the frontier moves to it. A read of the same
+/// blocks again keeps the window as it is. The blocks to fetch ahead are the
+/// `window` blocks after the frontier, clipped to the file's end, less what
+/// was asked for already, and only once half of what was asked for has been
+/// read (the caller skips those it already has or is fetching).
+///
+/// A file read from its first block is most likely read whole: that first
+/// read opens a window of the whole file when it fits in `max` blocks
+/// (small files, most of a package, then cost one request), else of
+/// [`ReadAhead::FIRST`] blocks.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
     last: Option<Range<usize>>,
+    frontier: usize,
+    /// The end of the blocks already asked for ahead.
+    issued: usize,
     window: usize,
     max: usize,
 }
@@ -1211,10 +1224,20 @@ impl ReadAhead {
     /// The first window of a sequential read, in blocks (128 KiB).
     pub const INITIAL: usize = 2;
 
+    /// The first window of a file read from its first block, when the file
+    /// is larger than the largest window (1 MiB).
+    pub const FIRST: usize = 16;
+
+    /// How far from the frontier a read still counts as sequential, at least
+    /// (the kernel's concurrent reads of 128 KiB each, a few in flight).
+    pub const NEAR: usize = 8;
+
     /// Read-ahead growing to at most `max` blocks (0 disables it).
     pub fn new(max: usize) -> Self {
         ReadAhead {
             last: None,
+            frontier: 0,
+            issued: 0,
             window: 0,
             max,
         }
@@ -1228,32 +1251,53 @@ impl ReadAhead {
     /// Record a read of blocks `read` of a file of `file_blocks` blocks, and
     /// return the blocks to fetch ahead (possibly empty).
     pub fn on_read(&mut self, read: Range<usize>, file_blocks: usize) -> Range<usize> {
-        let sequential = match &self.last {
+        if self.last.as_ref() == Some(&read) {
+            return self.ahead(file_blocks);
+        }
+        let near = self.window.max(Self::NEAR);
+        let sequential = match self.last {
             None => read.start == 0,
-            Some(last) if *last == read => {
-                return self.ahead(&read, file_blocks);
-            }
-            Some(last) => {
-                read.start == last.end
-                    || (read.start > last.start && read.start < last.end)
-                    || (read.start == last.start && read.end > last.end)
+            Some(_) => {
+                read.start <= self.frontier.saturating_add(near)
+                    && read.start.saturating_add(near) >= self.frontier
             }
         };
-        self.window = if !sequential {
-            0
-        } else if self.window == 0 {
-            Self::INITIAL.min(self.max)
+        if sequential {
+            self.window = if self.last.is_none() {
+                if file_blocks <= self.max {
+                    file_blocks
+                } else {
+                    Self::FIRST.min(self.max)
+                }
+            } else if self.window == 0 {
+                Self::INITIAL.min(self.max)
+            } else {
+                (self.window * 2).min(self.max)
+            };
+            self.frontier = self.frontier.max(read.end);
         } else {
-            (self.window * 2).min(self.max)
-        };
-        let ahead = self.ahead(&read, file_blocks);
+            self.window = 0;
+            self.frontier = read.end;
+            self.issued = read.end;
+        }
         self.last = Some(read);
-        ahead
+        self.ahead(file_blocks)
     }
 
-    fn ahead(&self, read: &Range<usize>, file_blocks: usize) -> Range<usize> {
-        let start = read.end.min(file_blocks);
-        start..(start + self.window).min(file_blocks)
+    /// The next blocks to ask for: none while more than half a window asked
+    /// for is still ahead of the frontier (as Linux's asynchronous read-ahead
+    /// marker), else from what was asked for up to a window past the
+    /// frontier — one large request per half window, not one per read.
+    fn ahead(&mut self, file_blocks: usize) -> Range<usize> {
+        let end = (self.frontier + self.window).min(file_blocks);
+        let outstanding = self.issued.saturating_sub(self.frontier);
+        if self.window == 0 || outstanding > self.window / 2 {
+            let at = self.issued.max(self.frontier).min(file_blocks);
+            return at..at;
+        }
+        let start = self.issued.max(self.frontier).min(end);
+        self.issued = end;
+        start..end
     }
 }
 
@@ -1273,26 +1317,53 @@ mod tests {
 
     #[test]
     fn read_ahead_grows_on_sequential_reads() {
+        let mut ra = ReadAhead::new(64);
+        // A large file read from its start: a window of FIRST blocks, doubling.
+        assert_eq!(ra.on_read(0..1, 1000), 1..17);
+        assert_eq!(ra.on_read(1..2, 1000), 17..34);
+        assert_eq!(ra.on_read(2..4, 1000), 34..68);
+        // More than half a window is asked for ahead: nothing more yet.
+        assert!(ra.on_read(4..6, 1000).is_empty());
+        assert_eq!(ra.window(), 64);
+        // Past the half: the next window-ahead in one piece.
+        assert!(ra.on_read(6..30, 1000).is_empty());
+        assert_eq!(ra.on_read(30..38, 1000), 68..102);
+        // A small file read from its start: all of it at once.
+        let mut ra = ReadAhead::new(64);
+        assert_eq!(ra.on_read(0..2, 40), 2..40);
+        // After a random read, a sequential run starts small again.
         let mut ra = ReadAhead::new(16);
-        assert_eq!(ra.on_read(0..1, 100), 1..3);
-        assert_eq!(ra.on_read(1..2, 100), 2..6);
-        assert_eq!(ra.on_read(2..4, 100), 4..12);
-        assert_eq!(ra.on_read(4..6, 100), 6..22);
-        assert_eq!(ra.on_read(6..8, 100), 8..24);
-        assert_eq!(ra.window(), 16);
+        assert_eq!(ra.on_read(50..51, 100), 51..51);
+        assert_eq!(ra.on_read(51..52, 100), 52..54);
+        assert_eq!(ra.on_read(52..54, 100), 54..58);
+        assert_eq!(ra.window(), 4);
+    }
+
+    #[test]
+    fn read_ahead_keeps_growing_when_concurrent_reads_arrive_out_of_order() {
+        // The kernel reads 0..2, then 2..4 and 4..6 at once; 4..6 arrives first.
+        let mut ra = ReadAhead::new(64);
+        assert_eq!(ra.on_read(0..2, 1000), 2..18);
+        assert_eq!(ra.on_read(4..6, 1000), 18..38);
+        assert_eq!(ra.on_read(2..4, 1000), 38..70);
+        assert!(ra.on_read(8..10, 1000).is_empty());
+        assert_eq!(ra.window(), 64);
     }
 
     #[test]
     fn read_ahead_resets_on_random_reads_and_clips() {
         let mut ra = ReadAhead::new(8);
-        assert_eq!(ra.on_read(0..2, 10), 2..4);
-        assert_eq!(ra.on_read(2..4, 10), 4..8);
-        assert_eq!(ra.on_read(7..8, 10), 8..8);
+        assert_eq!(ra.on_read(0..2, 100), 2..10);
+        assert!(ra.on_read(2..4, 100).is_empty());
+        // Far from the frontier: random.
+        assert!(ra.on_read(40..41, 100).is_empty());
         assert_eq!(ra.window(), 0);
-        assert_eq!(ra.on_read(8..9, 10), 9..10);
-        // The same blocks again: same window, no growth.
-        assert_eq!(ra.on_read(8..9, 10), 9..10);
+        assert_eq!(ra.on_read(41..42, 100), 42..44);
+        // The same blocks again: same window, no growth, nothing new.
+        assert!(ra.on_read(41..42, 100).is_empty());
         assert_eq!(ra.window(), ReadAhead::INITIAL);
+        // Clipped at the file's end.
+        assert_eq!(ra.on_read(42..44, 46), 44..46);
         // A first read in the middle of a file is random.
         let mut ra = ReadAhead::new(8);
         assert_eq!(ra.on_read(5..6, 10), 6..6);
