@@ -93,6 +93,9 @@ use tokio::sync::watch;
 use crate::cache::{BlockHash, BlockStore, CacheError};
 use crate::fetch::{FetchError, MAX_COALESCE, ReadAhead, RemotePackage, Result, blocks_of};
 
+/// Runs of blocks a load (of a feature block, or `AutoLoad`'s) fetches at once.
+pub const LOAD_CONCURRENCY: usize = 4;
+
 /// The default largest read-ahead window, in blocks (4 MiB: as much as one
 /// request coalesces).
 pub const DEFAULT_READ_AHEAD: usize = MAX_COALESCE;
@@ -586,6 +589,7 @@ impl PackageReader {
         let package = inner.remote.package();
         let scs_pin = publishing && inner.memory.is_some();
         let mut summary = LoadSummary::default();
+        let mut runs = Vec::new();
         for (file, range) in blocks {
             let map = &package.files()[file].map;
             let mut missing = Vec::new();
@@ -614,21 +618,58 @@ impl PackageReader {
                     i += 1;
                 }
                 i += 1;
-                let fetched = inner.remote.blocks(file, start..end).await?;
-                for (k, block) in (start..end).zip(fetched) {
-                    let h = map.blocks[k].hash;
-                    summary.fetched_blocks += 1;
-                    let block = Bytes::from(block);
-                    if publishing {
-                        // The publishing feature block must be kept: an error here is an error.
-                        self.try_store(&h, block)?;
-                    } else {
-                        self.store(&h, block);
-                    }
+                runs.push((file, start..end));
+            }
+        }
+        // The runs, LOAD_CONCURRENCY at a time: one request's round trip and
+        // its blocks' writes overlap the next ones'.
+        let mut runs = runs.into_iter();
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            while set.len() < LOAD_CONCURRENCY {
+                let Some((file, range)) = runs.next() else {
+                    break;
+                };
+                let reader = self.clone();
+                set.spawn(async move { reader.load_run(file, range, publishing).await });
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok(fetched)) => summary.fetched_blocks += fetched?,
+                Some(Err(e)) => {
+                    return Err(LoadError::Fetch(FetchError::Unavailable {
+                        path: self.inner.remote.package().source().path().to_owned(),
+                        what: "a load".into(),
+                        last: e.to_string(),
+                    }));
                 }
             }
         }
         Ok(summary)
+    }
+
+    /// Fetches one run of blocks of `file` and stores them; how many.
+    async fn load_run(
+        &self,
+        file: usize,
+        range: Range<usize>,
+        publishing: bool,
+    ) -> Result<u64, LoadError> {
+        let map = &self.inner.remote.package().files()[file].map;
+        let fetched = self.inner.remote.blocks(file, range.clone()).await?;
+        let mut count = 0;
+        for (k, block) in range.zip(fetched) {
+            let h = map.blocks[k].hash;
+            count += 1;
+            let block = Bytes::from(block);
+            if publishing {
+                // The publishing feature block must be kept: an error here is an error.
+                self.try_store(&h, block)?;
+            } else {
+                self.store(&h, block);
+            }
+        }
+        Ok(count)
     }
 
     /// Bytes of the package's payload blocks present in the disk cache, over
