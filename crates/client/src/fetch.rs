@@ -703,6 +703,10 @@ pub struct RemoteSource {
     recorded: Mutex<(u64, Vec<(u64, Bytes)>)>,
 }
 
+/// Ranges [`ReadAt::prefetch`] is told of that lie at most this far apart
+/// are fetched as one (the bytes between them come along).
+pub const PREFETCH_GAP: u64 = 4096;
+
 /// Requests [`ReadAt::prefetch`] makes at once.
 pub const PREFETCH_CONCURRENCY: usize = 16;
 
@@ -892,7 +896,7 @@ impl ReadAt for RemoteSource {
         Ok(self.len)
     }
 
-    /// Fetches the ranges not known yet, those less than a window apart as
+    /// Fetches the ranges not known yet, those at most [`PREFETCH_GAP`] apart as
     /// one, up to [`PREFETCH_CONCURRENCY`] requests at a time; what fails is
     /// left for the read to fetch (and report).
     fn prefetch(&self, ranges: &[(u64, usize)]) {
@@ -908,7 +912,9 @@ impl ReadAt for RemoteSource {
                 continue;
             }
             match runs.last_mut() {
-                Some(run) if start <= run.end.saturating_add(WINDOW) => run.end = run.end.max(end),
+                Some(run) if start <= run.end.saturating_add(PREFETCH_GAP) => {
+                    run.end = run.end.max(end)
+                }
                 _ => runs.push(start..end),
             }
         }

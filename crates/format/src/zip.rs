@@ -24,8 +24,10 @@ const ZIP64_EXTRA: u16 = 0x0001;
 const EOCD_LEN: usize = 22;
 const LOCAL_LEN: usize = 30;
 const CENTRAL_LEN: usize = 46;
-/// Bytes read at once when reading local headers that lie close together.
-const LOCAL_WINDOW: u64 = 4096;
+/// Bytes read at once when reading local headers that lie close together:
+/// room for several small entries' fixed headers and names, not much of the
+/// data between them (a source behind HTTP fetches every window it is told).
+const LOCAL_WINDOW: u64 = 1024;
 /// The highest ratio deflate can reach (258-byte matches in 2-bit codes, with slack).
 pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
 
