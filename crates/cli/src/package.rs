@@ -418,6 +418,8 @@ fn pack(args: PackArgs) -> Result<ExitCode> {
                     .arg(state.path())
                     .arg("--")
                     .args(&command)
+                    // Its output goes to stderr: stdout is pack's (--json).
+                    .stdout(std::io::stderr())
                     .spawn()
             },
             std::time::Duration::from_secs(args.record_seconds),

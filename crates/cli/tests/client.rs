@@ -554,6 +554,14 @@ fn the_cache_quota_holds_under_a_read_of_three_times_its_size() {
         "the cache held {max} bytes of blocks at most ({samples} samples), {after} after the read; the quota is {quota}"
     );
     assert!(samples > 1, "the cache was sampled during the read");
+    // Removing the package frees its blocks (App-V's Remove-AppvClientPackage).
+    assert!(after > 0);
+    client.ok(&["package", "remove", &pkg.version_id]);
+    assert_eq!(
+        client.cache_bytes(),
+        0,
+        "the removed package's blocks are still in the cache"
+    );
 }
 
 // ---------------------------------------------------------------------------

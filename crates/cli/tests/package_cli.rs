@@ -917,3 +917,70 @@ fn malformed_arguments_exit_2_and_failing_work_exits_1() {
     let o = avail(&["package", "extract", "/nonexistent.appv"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
 }
+
+/// `--record-fb1` launches the application once over the packed package and
+/// writes what it read as the primary feature block: by default the first
+/// application (hello-avail reads its script and both data files), or the
+/// command after `--` (here one data file alone). Needs root and FUSE, as CI
+/// has.
+#[test]
+fn record_fb1_writes_what_a_launch_read() {
+    assert!(
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .ok()
+            == Some(0)
+            && Path::new("/dev/fuse").exists(),
+        "recording FB1 mounts the package: run as root with /dev/fuse (as CI does)"
+    );
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-avail/tree");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hello.appv");
+    let primary = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "package",
+            "pack",
+            tree.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--name",
+            "Hello Avail",
+            "--app",
+            "hello-avail=/opt/hello-avail/bin/hello-avail",
+            "--record-fb1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = avail(&args);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let packed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            packed["recorded_fb1"]["blocks"].as_u64().unwrap() > 0,
+            "{packed}"
+        );
+        let o = avail(&["package", "inspect", "--json", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        inspected["primary_feature_block"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        primary(&[]),
+        [
+            "Root\\opt\\hello-avail\\bin\\hello-avail",
+            "Root\\opt\\hello-avail\\data\\atlas.txt",
+            "Root\\opt\\hello-avail\\data\\noise.bin",
+        ]
+    );
+    assert_eq!(
+        primary(&["--", "/bin/cat", "/opt/hello-avail/data/noise.bin"]),
+        ["Root\\opt\\hello-avail\\data\\noise.bin"]
+    );
+    // The package verifies, and its payload is the tree's.
+    let o = avail(&["package", "verify", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}

@@ -434,6 +434,27 @@ impl DiskCache {
         Ok(cache)
     }
 
+    /// Deletes the unpinned block `hash` (a removed package's), freeing its
+    /// bytes; a pinned or absent block is left alone. Whether it was deleted.
+    pub fn forget(&self, hash: &BlockHash) -> bool {
+        let mut index = self.lock();
+        if index.map.get(hash).is_none_or(|e| e.pins > 0) {
+            return false;
+        }
+        // Under the lock, so that no insert of the same hash comes between.
+        let path = self.block_path(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a block");
+                return false;
+            }
+        }
+        index.remove(hash);
+        true
+    }
+
     /// The directory the cache lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -852,6 +873,23 @@ mod tests {
             assert_eq!(cache.get(&hash), Some(data));
         }
         assert!(!cache.contains(&block(0, LEN).0));
+    }
+
+    #[test]
+    fn cache_forgets_unpinned_blocks_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(tmp.path(), 1 << 20).unwrap();
+        let (a, a_data) = block(1, LEN);
+        let (b, b_data) = block(2, LEN);
+        cache.insert(&a, a_data).unwrap();
+        cache.insert_pinned(&b, b_data.clone()).unwrap();
+        assert!(cache.forget(&a));
+        assert!(!cache.contains(&a) && !cache.block_path(&a).exists());
+        assert!(!cache.forget(&a), "already gone");
+        assert!(!cache.forget(&b), "pinned");
+        assert_eq!(cache.get(&b), Some(b_data));
+        assert_eq!(cache.used_bytes(), CHARGE);
+        assert_eq!(bytes_on_disk(tmp.path()), CHARGE);
     }
 
     #[test]

@@ -1055,6 +1055,28 @@ impl Daemon {
         Ok(answer)
     }
 
+    /// Deletes from the disk cache the blocks of `removed` that no version
+    /// still added uses (App-V's `Remove-AppvClientPackage` frees the
+    /// package's cache); its pins are released first. Returns the bytes freed.
+    fn free_blocks(&self, removed: &Added) -> u64 {
+        removed.reader.release();
+        let mut kept = std::collections::HashSet::new();
+        for a in lock(&self.added).values() {
+            for f in a.reader.remote().package().files() {
+                kept.extend(f.map.blocks.iter().map(|b| b.hash));
+            }
+        }
+        let mut freed = 0;
+        for f in removed.reader.remote().package().files() {
+            for (k, b) in f.map.blocks.iter().enumerate() {
+                if !kept.contains(&b.hash) && self.disk.forget(&b.hash) {
+                    freed += f.map.block_len(k) as u64 + crate::cache::HEADER_LEN as u64;
+                }
+            }
+        }
+        freed
+    }
+
     fn find(&self, what: &str) -> Result<Arc<Added>, Failure> {
         let added = lock(&self.added);
         let id = Uuid::parse_str(what).ok();
@@ -1134,8 +1156,12 @@ impl Daemon {
         }
         lock(&self.added).remove(&vid);
         self.forget_opened(vid);
-        let answer =
-            json!({"removed": format!("{} {}", added.name, added.version), "version_id": vid});
+        let freed = self.free_blocks(&added);
+        let answer = json!({
+            "removed": format!("{} {}", added.name, added.version),
+            "version_id": vid,
+            "freed_bytes": freed,
+        });
         self.sync_machine_desktop().await;
         unmount_added(added).await;
         Ok(answer)
