@@ -5,6 +5,7 @@
 mod admin;
 mod client;
 mod db;
+mod ha;
 mod logging;
 mod package;
 mod progress;
@@ -46,6 +47,9 @@ enum Command {
     /// The Linux client: its daemon, publishing servers, refresh, packages and settings.
     #[command(after_help = client::HELP)]
     Client(client::ClientArgs),
+    /// High availability: read-only checks of a deployment.
+    #[command(subcommand_required = true)]
+    Ha(ha::HaArgs),
     /// Run a published application in its virtual environment.
     #[command(after_help = run::HELP)]
     Run(run::RunArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Client(args) => client::run(args),
+        Command::Ha(args) => ha::run(args),
         Command::Run(args) => run::run(args),
         Command::Enter(args) => run::enter(args),
     };

@@ -926,7 +926,7 @@ fn malformed_arguments_exit_2_and_failing_work_exits_1() {
 #[test]
 fn record_fb1_writes_what_a_launch_read() {
     assert!(
-        std::fs::metadata("/proc/self")
+        fs::metadata("/proc/self")
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .ok()
             == Some(0)

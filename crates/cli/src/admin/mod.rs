@@ -276,7 +276,7 @@ impl Admin {
 /// The administrator token and where it came from: `--token` or `AVAIL_TOKEN`,
 /// else `<data_dir>/admin-token`. Without one, the error names every place
 /// looked at and how to give a token.
-fn find_token(given: Option<String>) -> Result<(String, String)> {
+pub(crate) fn find_token(given: Option<String>) -> Result<(String, String)> {
     if let Some(token) = given.filter(|t| !t.trim().is_empty()) {
         return Ok((token.trim().to_owned(), "--token or AVAIL_TOKEN".to_owned()));
     }
