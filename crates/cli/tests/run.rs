@@ -559,7 +559,7 @@ fn a_connection_group_lets_one_package_see_another_and_only_while_published() {
 
     node.admin_ok(&["connection-group", "create", "suite"]);
     node.admin_ok(&["connection-group", "add", "suite", "Alpha"]);
-    node.admin_ok(&["connection-group", "add", "suite", "Beta"]);
+    node.admin_ok(&["connection-group", "add", "suite", "Beta", "--any-version"]);
     node.admin_ok(&["connection-group", "add", "suite", "Gamma", "--optional"]);
     node.admin_ok(&["connection-group", "grant", "suite", GROUP]);
     node.admin_ok(&["connection-group", "publish", "suite"]);
@@ -586,6 +586,37 @@ fn a_connection_group_lets_one_package_see_another_and_only_while_published() {
         std::fs::read_dir(root.data_home().join("avail/layers"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
+
+    // Beta is an "any version" member: a new version published in its
+    // place is the one the group sees.
+    std::fs::write(
+        beta.tree().join("opt/beta/share/beta.txt"),
+        b"beta, version 2\n",
+    )
+    .unwrap();
+    let beta2 = beta.dir.path().join("beta2.appv");
+    let o = std::process::Command::new(bin())
+        .args(["package", "pack"])
+        .arg(beta.tree())
+        .arg("-o")
+        .arg(&beta2)
+        .arg("--update-of")
+        .arg(beta.appv())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    node.admin_ok(&[
+        "package",
+        "upgrade",
+        "Beta",
+        beta2.to_str().unwrap(),
+        "--transfer",
+        "--publish",
+    ]);
+    wait_for("Alpha to see Beta's new version in the group", || {
+        let _ = client.run(&["sync"]);
+        (root.run_ok(&client, "alpha", &[]) == "beta, version 2\n").then_some(())
+    });
 
     node.admin_ok(&["connection-group", "unpublish", "suite"]);
     wait_for(
