@@ -595,7 +595,7 @@ fn a_connection_group_lets_one_package_see_another_and_only_while_published() {
     )
     .unwrap();
     let beta2 = beta.dir.path().join("beta2.appv");
-    let o = std::process::Command::new(bin())
+    let o = Command::new(bin())
         .args(["package", "pack"])
         .arg(beta.tree())
         .arg("-o")
