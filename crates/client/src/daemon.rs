@@ -17,10 +17,12 @@
 //! server that did not answer keeps what it published. With no server
 //! answering, the daemon starts from the publications it saved last.
 //!
-//! The socket takes 64 connections at a time, a request line of at most
-//! 64 KiB within 10 s; a client that goes away does not stop the work it
-//! asked for. On SIGTERM or SIGINT every mount is unmounted before exit, and
-//! mounts a killed daemon left behind are unmounted at the next start.
+//! The socket takes 64 connections at a time (8 per user other than root), a
+//! request line of at most 64 KiB within 10 s, and drops a caller that does
+//! not read an answer line within 30 s; a client that goes away does not
+//! stop the work it asked for. On SIGTERM or SIGINT every mount is unmounted
+//! before exit, and mounts a killed daemon left behind are unmounted at the
+//! next start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,12 @@ use crate::state::{AddedByUrl, read_json, write_atomically, write_json};
 
 /// Connections the socket serves at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
+
+/// Connections one user other than root may hold at once.
+const PER_USER_CONNECTIONS: usize = 8;
+
+/// How long writing one answer line to a caller may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,6 +165,8 @@ struct Daemon {
     identity: ClientIdentity,
     /// One send at a time.
     sending: tokio::sync::Mutex<()>,
+    /// Open connections per caller uid.
+    connections: Mutex<HashMap<u32, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -253,25 +263,39 @@ fn bind(socket: &Path) -> Result<UnixListener, StartError> {
 
 /// One connection: a request line, then progress lines and the result.
 async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
-    let caller = match stream.peer_cred() {
-        Ok(cred) => {
-            let uid = cred.uid();
-            match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-                Ok(Some(user)) => Caller {
-                    uid,
-                    name: user.name,
-                },
-                _ => Caller {
-                    uid,
-                    name: String::new(),
-                },
-            }
-        }
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
         Err(e) => {
             tracing::warn!(error = %e, "no peer credentials; connection closed");
             return;
         }
     };
+    // A user other than root holds at most PER_USER_CONNECTIONS of the
+    // socket's connections, so that one cannot keep the others out.
+    let Some(_slot) = UserSlot::take(&daemon, uid) else {
+        let mut stream = stream;
+        let refusal = Answer::Error(Failure::new(
+            FailureKind::Unavailable,
+            format!("uid {uid} has {PER_USER_CONNECTIONS} connections to the daemon open already"),
+        ));
+        if let Ok(mut line) = serde_json::to_vec(&refusal) {
+            line.push(b'\n');
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&line)).await;
+        }
+        return;
+    };
+    // The name service may be remote (LDAP): not on a runtime thread.
+    let name = tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let caller = Caller { uid, name };
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
     let mut line = Vec::new();
@@ -314,8 +338,43 @@ async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         };
         bytes.push(b'\n');
-        if write.write_all(&bytes).await.is_err() {
-            return;
+        // A caller that stops reading is dropped; the work goes on.
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+/// One of a user's connections, counted while it is open.
+struct UserSlot {
+    daemon: Arc<Daemon>,
+    uid: u32,
+}
+
+impl UserSlot {
+    fn take(daemon: &Arc<Daemon>, uid: u32) -> Option<UserSlot> {
+        let mut open = lock(&daemon.connections);
+        let n = open.entry(uid).or_default();
+        if uid != 0 && *n >= PER_USER_CONNECTIONS {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            daemon: daemon.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.daemon.connections);
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
         }
     }
 }
@@ -383,6 +442,7 @@ impl Daemon {
             report_client,
             identity,
             sending: tokio::sync::Mutex::new(()),
+            connections: Mutex::new(HashMap::new()),
         })
     }
 

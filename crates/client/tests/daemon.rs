@@ -228,3 +228,46 @@ fn daemon_answers_requests_refuses_bad_ones_and_keeps_settings() {
     assert_eq!(d.call(Request::ServerList).unwrap(), serde_json::json!([]));
     d.stop().unwrap();
 }
+
+/// A user other than root holds at most 8 of the socket's connections: the
+/// ninth is refused with a line saying so, and root still gets in.
+#[test]
+fn daemon_limits_the_connections_of_one_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(dir.path());
+    // As nobody: nine connections that send nothing; the ninth's answer.
+    let script = format!(
+        "import socket\n\
+         held = []\n\
+         for _ in range(8):\n\
+         \x20   s = socket.socket(socket.AF_UNIX); s.connect({path:?}); held.append(s)\n\
+         s = socket.socket(socket.AF_UNIX); s.connect({path:?}); s.settimeout(10)\n\
+         print(s.recv(4096).decode())\n",
+        path = d.socket.to_str().unwrap()
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv (util-linux) and Debian's /usr/bin/python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("8 connections to the daemon open already"),
+        "{text}"
+    );
+    assert!(d.call(Request::Status).is_ok(), "root is not limited");
+    d.stop().unwrap();
+}
