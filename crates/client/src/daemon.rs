@@ -211,9 +211,17 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
+                        // The user's slot is taken here, in the order of
+                        // accepting, not in the spawned task.
+                        let user = stream
+                            .peer_cred()
+                            .map(|cred| (cred.uid(), UserSlot::take(&daemon, cred.uid())));
                         let daemon = daemon.clone();
                         tokio::spawn(async move {
-                            serve(daemon, stream).await;
+                            match user {
+                                Ok((uid, slot)) => serve(daemon, stream, uid, slot).await,
+                                Err(e) => tracing::warn!(error = %e, "no peer credentials; connection closed"),
+                            }
                             drop(permit);
                         });
                     }
@@ -262,17 +270,11 @@ fn bind(socket: &Path) -> Result<UnixListener, StartError> {
 }
 
 /// One connection: a request line, then progress lines and the result.
-async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no peer credentials; connection closed");
-            return;
-        }
-    };
+/// One connection from `uid`, holding `slot` (`None`: the user has too many).
+async fn serve(daemon: Arc<Daemon>, stream: UnixStream, uid: u32, slot: Option<UserSlot>) {
     // A user other than root holds at most PER_USER_CONNECTIONS of the
     // socket's connections, so that one cannot keep the others out.
-    let Some(_slot) = UserSlot::take(&daemon, uid) else {
+    let Some(_slot) = slot else {
         let mut stream = stream;
         let refusal = Answer::Error(Failure::new(
             FailureKind::Unavailable,
