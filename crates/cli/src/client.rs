@@ -252,11 +252,7 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
 /// publishes a user's shortcuts at their publishing refresh.
 fn user_desktop(socket: &std::path::Path) -> Result<avail_client::desktop::Summary> {
     let answer = call(socket, &Request::Desktop, |_| {})?;
-    let data_home = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .ok_or_else(|| anyhow::anyhow!("neither XDG_DATA_HOME nor HOME is set"))?;
+    let data_home = crate::run::data_home()?;
     let packages: Vec<avail_client::desktop::PackageDesktop> = answer["packages"]
         .as_array()
         .into_iter()

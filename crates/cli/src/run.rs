@@ -62,17 +62,19 @@ that: 2 a wrong command line; 4 no such application is published to you; 69 the 
 daemon, a mirror or a connection group member is not available; 77 not allowed; 126 the \
 environment could not be built; 127 the application's program is missing.";
 
-/// Where the calling user's copy-on-write layers live.
-pub fn layers_dir() -> Result<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
+/// The calling user's XDG data directory: `$XDG_DATA_HOME`, else
+/// `~/.local/share`.
+pub fn data_home() -> Result<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .ok_or_else(|| {
-            anyhow!(
-                "neither XDG_DATA_HOME nor HOME is set: no place for the application's own files"
-            )
-        })?;
+        .ok_or_else(|| anyhow!("neither XDG_DATA_HOME nor HOME is set"))
+}
+
+/// Where the calling user's copy-on-write layers live.
+pub fn layers_dir() -> Result<PathBuf> {
+    let data = data_home().context("no place for the application's own files")?;
     Ok(data.join("avail").join("layers"))
 }
 

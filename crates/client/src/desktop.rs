@@ -31,12 +31,11 @@
 //! `avail-<PackageId>-…` is ignored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use avail_format::manifest::Application;
 use uuid::Uuid;
@@ -1274,39 +1273,13 @@ fn quote_arg(arg: &str) -> String {
 // ---------------------------------------------------------------------------
 // Writing.
 
-/// Writes `bytes` to `path` atomically with mode 0644, creating its
-/// directory.
+/// Writes one installed file (mode 0644), making its directory first.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("a path without a directory"))?;
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".avail-tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::state::write_atomically(path, bytes, 0o644)
 }
 
 /// Runs `update-desktop-database` on `dir` if it is on `PATH`.

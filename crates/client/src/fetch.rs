@@ -1014,16 +1014,7 @@ impl RemotePackage {
     pub async fn open(fetcher: Fetcher, path: impl Into<String>, limits: Limits) -> Result<Self> {
         let path = path.into();
         let source = RemoteSource::open(fetcher, path.clone()).await?;
-        let package = tokio::task::spawn_blocking(move || Package::open_with(source, limits))
-            .await
-            .map_err(|e| FetchError::Unavailable {
-                path,
-                what: "open".into(),
-                last: e.to_string(),
-            })??;
-        Ok(RemotePackage {
-            package: Arc::new(package),
-        })
+        Self::read_structure(source, path, limits).await
     }
 
     /// Open the package at `path` from the ranges a previous open read
@@ -1038,6 +1029,12 @@ impl RemotePackage {
     ) -> Result<Self> {
         let path = path.into();
         let source = RemoteSource::from_saved(fetcher, path.clone(), saved);
+        Self::read_structure(source, path, limits).await
+    }
+
+    /// Reads and checks the package's structure from `source`, on a blocking
+    /// thread (its reads block on the fetcher's runtime).
+    async fn read_structure(source: RemoteSource, path: String, limits: Limits) -> Result<Self> {
         let package = tokio::task::spawn_blocking(move || Package::open_with(source, limits))
             .await
             .map_err(|e| FetchError::Unavailable {

@@ -487,6 +487,41 @@ struct State {
     outbox: Option<Batch>,
 }
 
+impl State {
+    /// Indexes the launch event `seq` (`size` bytes on disk).
+    fn add_launch(&mut self, seq: u64, launch: Uuid, size: u64) {
+        self.launches.insert(
+            launch,
+            Slot {
+                launch_seq: seq,
+                shutdown: None,
+            },
+        );
+        self.index(seq, launch, true, size);
+    }
+
+    /// Indexes the shutdown event `seq` of `launch`, completing its record
+    /// when the launch is queued.
+    fn add_shutdown(&mut self, seq: u64, launch: Uuid, at: DateTime<Utc>, size: u64) {
+        if let Some(slot) = self.launches.get_mut(&launch) {
+            slot.shutdown = Some((seq, at));
+        }
+        self.index(seq, launch, false, size);
+    }
+
+    fn index(&mut self, seq: u64, launch: Uuid, is_launch: bool, size: u64) {
+        self.events.insert(
+            seq,
+            Meta {
+                launch,
+                is_launch,
+                size,
+            },
+        );
+        self.bytes += size;
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
@@ -687,36 +722,12 @@ impl ReportQueue {
                         damaged.push(seq);
                         continue;
                     }
-                    state.launches.insert(
-                        launch.id,
-                        Slot {
-                            launch_seq: seq,
-                            shutdown: None,
-                        },
-                    );
-                    state.events.insert(
-                        seq,
-                        Meta {
-                            launch: launch.id,
-                            is_launch: true,
-                            size,
-                        },
-                    );
-                    state.bytes += size;
+                    state.add_launch(seq, launch.id, size);
                 }
                 Ok((Event::Shutdown { launch, at }, size)) => {
                     match state.launches.get_mut(&launch) {
                         Some(slot) if slot.shutdown.is_none() => {
-                            slot.shutdown = Some((seq, at));
-                            state.events.insert(
-                                seq,
-                                Meta {
-                                    launch,
-                                    is_launch: false,
-                                    size,
-                                },
-                            );
-                            state.bytes += size;
+                            state.add_shutdown(seq, launch, at, size);
                         }
                         // Its launch was dropped (or it repeats): nothing to report.
                         _ => orphans.push(seq),
@@ -825,22 +836,7 @@ impl ReportQueue {
         let seq = state.next_seq;
         write_atomically(&self.events_dir().join(event_name(seq)), &bytes, FILE_MODE)?;
         state.next_seq += 1;
-        state.launches.insert(
-            launch.id,
-            Slot {
-                launch_seq: seq,
-                shutdown: None,
-            },
-        );
-        state.events.insert(
-            seq,
-            Meta {
-                launch: launch.id,
-                is_launch: true,
-                size: bytes.len() as u64,
-            },
-        );
-        state.bytes += bytes.len() as u64;
+        state.add_launch(seq, launch.id, bytes.len() as u64);
         // The launch is durable now: a failure to apply the limit must not
         // make the caller believe otherwise (it is applied again later).
         if let Err(e) = self.enforce_limit(&mut state, Some(seq)) {
@@ -874,18 +870,7 @@ impl ReportQueue {
         let seq = state.next_seq;
         write_atomically(&self.events_dir().join(event_name(seq)), &bytes, FILE_MODE)?;
         state.next_seq += 1;
-        if let Some(slot) = state.launches.get_mut(&launch_id) {
-            slot.shutdown = Some((seq, at));
-        }
-        state.events.insert(
-            seq,
-            Meta {
-                launch: launch_id,
-                is_launch: false,
-                size: bytes.len() as u64,
-            },
-        );
-        state.bytes += bytes.len() as u64;
+        state.add_shutdown(seq, launch_id, at, bytes.len() as u64);
         if let Err(e) = self.enforce_limit(&mut state, Some(seq)) {
             tracing::warn!(error = %e, "could not apply the reporting cache limit");
         }

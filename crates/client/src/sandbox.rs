@@ -102,7 +102,7 @@ const PREPARED: &str = ".avail-prepared";
 /// there; the overlay then finds them in the layer and needs no copy-up.
 /// Inside the environment, the package's directories show the user as their
 /// owner. Done again only when the lowers change.
-fn prepare_writable(layers: &Layers, tops: &[OsString]) -> io::Result<()> {
+fn prepare_layer(layers: &Layers, tops: &[OsString]) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let marker = layers.state.join(PREPARED);
     let stamp: String = layers
@@ -205,7 +205,7 @@ fn enter(layers: &Layers) -> io::Result<()> {
     let cwd = std::env::current_dir().ok();
     let (uid, gid) = (Uid::current(), Gid::current());
     if !uid.is_root() {
-        prepare_writable(layers, &tops)?;
+        prepare_layer(layers, &tops)?;
     }
     if uid.is_root() {
         unshare(CloneFlags::CLONE_NEWNS).map_err(context("unshare(CLONE_NEWNS)".into()))?;
