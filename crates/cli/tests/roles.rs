@@ -161,7 +161,7 @@ impl Dbs {
     /// A second node with every role over the same (PostgreSQL) databases.
     fn second_node(&self, first: &AvailNode) -> AvailNode {
         let url = self.management.as_deref().expect("a shared Management DB");
-        AvailNode::start_joining(bin(), url, &first.token, &self.env(&[])).unwrap()
+        AvailNode::start_joining(bin(), url, None, &first.token, &self.env(&[])).unwrap()
     }
 }
 

@@ -21,9 +21,16 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod autofailover;
+pub mod ha;
+mod haproxy;
+mod nginx;
 mod node;
 mod postgres;
 mod process;
 
+pub use autofailover::{FailoverTimes, Formation};
+pub use haproxy::Haproxy;
+pub use nginx::Nginx;
 pub use node::{AvailNode, http_status};
 pub use postgres::{Postgres, bin_dir};

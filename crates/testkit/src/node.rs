@@ -140,19 +140,20 @@ impl AvailNode {
         Self::launch(bin, database_url, roles, env, None)
     }
 
-    /// Start a second node with every role over the Management DB another
-    /// node already bootstrapped (`database_url`), otherwise as
-    /// [`AvailNode::start`]. The server writes no bootstrap token for a
-    /// database that has an administrator, so `token` (the first node's) is
-    /// put in the new node's data directory before it starts, and is its
-    /// [`AvailNode::token`].
+    /// Start a second node with `roles` (`None`: every role) over the
+    /// Management DB another node already bootstrapped (`database_url`),
+    /// otherwise as [`AvailNode::start_roles`]. The server writes no bootstrap
+    /// token for a database that has an administrator, so `token` (the first
+    /// node's) is put in the new node's data directory before it starts, and
+    /// is its [`AvailNode::token`].
     pub fn start_joining(
         bin: &Path,
         database_url: &str,
+        roles: Option<&str>,
         token: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<AvailNode> {
-        Self::launch(bin, Some(database_url), None, env, Some(token))
+        Self::launch(bin, Some(database_url), roles, env, Some(token))
     }
 
     fn launch(
@@ -206,6 +207,31 @@ impl AvailNode {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stop the process as a service manager does (SIGTERM: the server stops
+    /// accepting and finishes what it is answering) and wait for it to exit,
+    /// at most 30 s (then SIGKILL and an error).
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let started = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                self.kill();
+                bail!("avail server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// Start the server again on the same data directory, ports and settings

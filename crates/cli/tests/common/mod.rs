@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -191,98 +191,34 @@ pub fn machine(node: &AvailNode, name: &str) -> String {
     v["credential"].as_str().unwrap().to_owned()
 }
 
-/// Debian's nginx serving a directory, in the foreground, logging each
-/// request's `$bytes_sent`.
-pub struct Nginx {
-    pub child: Option<Child>,
-    pub prefix: tempfile::TempDir,
-    pub port: u16,
-}
+/// Debian's nginx serving a directory ([`avail_testkit::Nginx::serve`]), in
+/// the foreground, logging each request's `$bytes_sent`.
+pub struct Nginx(avail_testkit::Nginx);
 
 impl Nginx {
-    pub const BIN: &'static str = "/usr/sbin/nginx";
-
     pub fn start(root: &Path) -> Nginx {
-        assert!(
-            Path::new(Self::BIN).exists(),
-            "{} is missing: install Debian's nginx (scripts/test does)",
-            Self::BIN
-        );
-        let prefix = tempfile::tempdir().unwrap();
-        let p = prefix.path().display();
-        let port = free_port();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
-             error_log {p}/error.log info;\nevents {{ worker_connections 256; }}\n\
-             http {{\n  default_type application/octet-stream;\n\
-             log_format bytes '$request_method $request_uri [$http_range] $status $bytes_sent';\n\
-             access_log {p}/access.log bytes;\n\
-             client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
-             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n",
-            root = root.display()
-        );
-        std::fs::write(prefix.path().join("nginx.conf"), conf).unwrap();
-        let mut nginx = Nginx {
-            child: None,
-            prefix,
-            port,
-        };
-        nginx.restart();
-        nginx
+        Nginx(avail_testkit::Nginx::serve(root).expect("cannot start nginx"))
     }
 
     /// Start it (again) on the same port and configuration.
     pub fn restart(&mut self) {
-        self.kill();
-        let p = self.prefix.path();
-        let child = Command::new(Self::BIN)
-            .arg("-p")
-            .arg(p)
-            .arg("-e")
-            .arg(p.join("error.log"))
-            .arg("-c")
-            .arg(p.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p.join("stderr.log")).unwrap())
-            .spawn()
-            .expect("cannot run nginx");
-        self.child = Some(child);
-        let addr = self.addr();
-        wait_for("nginx to listen", || {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "nginx exited with {status}: {}{}",
-                    std::fs::read_to_string(p.join("stderr.log")).unwrap_or_default(),
-                    std::fs::read_to_string(p.join("error.log")).unwrap_or_default()
-                );
-            }
-            TcpStream::connect(&addr).ok()
-        });
+        self.0.restart().expect("cannot restart nginx");
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.0.kill();
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        self.0.url()
     }
 
     /// The byte ranges (`bytes=A-B`) served with 206 to requests whose URI
     /// contains `needle`.
     pub fn ranges_served(&self, needle: &str) -> Vec<std::ops::RangeInclusive<u64>> {
-        let log =
-            std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default();
-        log.lines()
+        self.0
+            .access_log()
+            .lines()
             .filter(|l| l.contains(needle) && l.contains("] 206 "))
             .filter_map(|l| {
                 let range = l.split("[bytes=").nth(1)?.split(']').next()?;
@@ -294,18 +230,12 @@ impl Nginx {
 
     /// `$bytes_sent` summed over the requests whose URI contains `needle`.
     pub fn bytes_sent(&self, needle: &str) -> u64 {
-        let log =
-            std::fs::read_to_string(self.prefix.path().join("access.log")).unwrap_or_default();
-        log.lines()
+        self.0
+            .access_log()
+            .lines()
             .filter(|l| l.contains(needle))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
