@@ -125,6 +125,31 @@ impl Nginx {
         Ok(())
     }
 
+    /// Stop it gracefully (SIGQUIT: it stops accepting and finishes the
+    /// requests it is answering) and wait for it, at most 30 s.
+    pub fn quit(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args(["-QUIT", &child.id().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !status.success() {
+            bail!("kill -QUIT {} failed", child.id());
+        }
+        let started = Instant::now();
+        while child.try_wait()?.is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                self.kill();
+                bail!("nginx did not exit within 30 s of SIGQUIT");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = None;
+        Ok(())
+    }
+
     /// Kill it (SIGKILL) and wait for it; nothing when it is not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -19,6 +19,8 @@ pub mod scenarios;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -52,9 +54,28 @@ pub const SCENARIOS: [&str; 6] = [
     "g-rolling-upgrade",
 ];
 
+/// Set by SIGINT or SIGTERM: the harness stops at the next injection or
+/// pause, writes what it has, and stops everything it started.
+fn interrupted_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// An error once SIGINT or SIGTERM arrived.
+pub(crate) fn check_interrupted() -> Result<()> {
+    if interrupted_flag().load(Ordering::Relaxed) {
+        bail!("interrupted (SIGINT or SIGTERM)");
+    }
+    Ok(())
+}
+
 /// Bring the cluster up, run every scenario, write the reports; an error
 /// when a correctness target was missed or the harness could not run.
 pub fn run(options: &Options) -> Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, interrupted_flag().clone())
+            .context("cannot handle SIGINT and SIGTERM")?;
+    }
     if let Some(unknown) = options
         .only
         .iter()
@@ -87,7 +108,7 @@ pub fn run(options: &Options) -> Result<()> {
         if !options.only.is_empty() && !options.only.iter().any(|o| o == id) {
             continue;
         }
-        match step(&mut cluster, n) {
+        match check_interrupted().and_then(|()| step(&mut cluster, n)) {
             Ok(s) => results.push(s),
             Err(e) => {
                 error = Some(e.context(format!("scenario {id}")));
@@ -215,10 +236,14 @@ fn write_reports(out: &Path, report: &Value) -> Result<()> {
         t["acknowledged_writes_duplicated"],
         t["worst_avail_write_after_database_ms"],
     ));
+    md.push_str(
+        "\"slowest\" is the longest single operation (for a launch, the whole launch): an upper \
+         bound on the worst stall a client saw.\n\n",
+    );
     for s in report["scenarios"].as_array().into_iter().flatten() {
         md.push_str(&format!(
             "## {} ({} injections){}\n\n{}\n\n\
-             | operation | attempted | failed | acknowledged | lost | duplicated | worst stall |\n\
+             | operation | attempted | failed | acknowledged | lost | duplicated | slowest |\n\
              |---|---|---|---|---|---|---|\n",
             s["id"].as_str().unwrap_or(""),
             s["injections"],

@@ -173,9 +173,11 @@ fn check_keys(cluster: &Cluster, db: &str, query: &str, acked: &[String]) -> Res
     Ok((lost, duplicated))
 }
 
-/// Wait until HAProxy has had time to see a restarted node up again.
-fn settle() {
+/// Wait until HAProxy has had time to see a restarted node up again; an
+/// error once the harness was interrupted.
+fn settle() -> Result<()> {
     std::thread::sleep(Duration::from_millis(2_500));
+    super::check_interrupted()
 }
 
 /// (b) publishing refresh and a launch, then (c) a publishing node killed
@@ -194,12 +196,13 @@ pub fn publishing_node_killed(cluster: &mut Cluster, injections: usize) -> Resul
     let mut load = Load::new();
     load.spawn("refresh", Duration::ZERO, syncer(cluster));
     for i in 0..injections {
+        super::check_interrupted()?;
         std::thread::sleep(Duration::from_millis(700));
         let node = &mut cluster.publishing[i % 2];
         node.kill();
         std::thread::sleep(Duration::from_millis(500));
         node.restart()?;
-        settle();
+        settle()?;
     }
     s.add(load.finish(), true);
     Ok(s)
@@ -217,6 +220,7 @@ pub fn content_node_killed(cluster: &mut Cluster, injections: usize) -> Result<S
     let mut tally = Tally::default();
     let origin = Instant::now();
     for i in 0..injections {
+        super::check_interrupted()?;
         eprintln!(
             "ha: (c) content node killed mid-stream, {}/{injections}",
             i + 1
@@ -259,7 +263,7 @@ pub fn content_node_killed(cluster: &mut Cluster, injections: usize) -> Result<S
         } else {
             cluster.nginx.restart()?;
         }
-        settle();
+        settle()?;
     }
     s.add(vec![("launch (cold stream)".to_owned(), tally)], true);
     Ok(s)
@@ -355,6 +359,7 @@ pub fn database_failover(cluster: &mut Cluster, injections: usize) -> Result<Sce
     });
     std::thread::sleep(Duration::from_secs(2));
     for i in 0..injections {
+        super::check_interrupted()?;
         let primary = cluster.formation.primary()?;
         eprintln!(
             "ha: (d) killing the database primary (node {primary}), {}/{injections}",
@@ -471,6 +476,7 @@ pub fn management_down(cluster: &mut Cluster, injections: usize) -> Result<Scena
     let mut tally = Tally::default();
     let origin = Instant::now();
     for i in 0..injections {
+        super::check_interrupted()?;
         eprintln!(
             "ha: (e) management and database down, {}/{injections}",
             i + 1
@@ -508,7 +514,7 @@ pub fn management_down(cluster: &mut Cluster, injections: usize) -> Result<Scena
             Ok(None)
         });
         tally.record(started, origin, served);
-        settle();
+        settle()?;
         let started = Instant::now();
         let r = cluster.client.ok(&["sync"]).map(|_| None);
         tally.record(started, origin, r);
@@ -542,13 +548,14 @@ pub fn reporting_node_killed(cluster: &mut Cluster, injections: usize) -> Result
         );
     }
     for i in 0..injections {
+        super::check_interrupted()?;
         eprintln!("ha: (f) reporting node killed, {}/{injections}", i + 1);
         std::thread::sleep(Duration::from_millis(700));
         let node = &mut cluster.reporting[i % 2];
         node.kill();
         std::thread::sleep(Duration::from_millis(500));
         node.restart()?;
-        settle();
+        settle()?;
     }
     s.add(load.finish(), true);
     if let Some(op) = s.operations.iter_mut().find(|o| o.name == "report") {
@@ -562,9 +569,10 @@ pub fn reporting_node_killed(cluster: &mut Cluster, injections: usize) -> Result
 pub fn rolling_upgrade(cluster: &mut Cluster, passes: usize) -> Result<Scenario> {
     let mut s = Scenario::new(
         "g-rolling-upgrade",
-        "each node in turn (two management, two publishing, two reporting, the content role) \
-         stopped with SIGTERM and started again, HAProxy given 2.5 s to see it back, while \
-         refreshes, launches, report posts and management reads run",
+        "each node in turn (two management, two publishing, two reporting, the content role: \
+         SIGTERM; the nginx content node: SIGQUIT) stopped gracefully and started again, \
+         HAProxy given 2.5 s to see it back, while refreshes, launches, report posts and \
+         management reads run",
         passes,
     );
     let mut load = Load::new();
@@ -594,8 +602,11 @@ pub fn rolling_upgrade(cluster: &mut Cluster, passes: usize) -> Result<Scenario>
         for node in nodes {
             node.terminate()?;
             node.restart()?;
-            settle();
+            settle()?;
         }
+        cluster.nginx.quit()?;
+        cluster.nginx.restart()?;
+        settle()?;
     }
     s.add(load.finish(), true);
     if let Some(op) = s.operations.iter_mut().find(|o| o.name == "report") {
