@@ -13,6 +13,8 @@ use anyhow::Result;
 
 /// How many failure messages a tally keeps (the count goes on).
 const KEEP_FAILURES: usize = 10;
+/// How much of each failure message it keeps, on one line.
+const MAX_FAILURE_TEXT: usize = 300;
 
 /// What one kind of operation saw.
 #[derive(Debug, Default, Clone)]
@@ -50,7 +52,12 @@ impl Tally {
                 self.failed_at.push(now);
                 if self.failures.len() < KEEP_FAILURES {
                     let at = started.saturating_duration_since(origin).as_secs_f64();
-                    self.failures.push(format!("at {at:.2} s: {e:#}"));
+                    let text = format!("{e:#}")
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let text: String = text.chars().take(MAX_FAILURE_TEXT).collect();
+                    self.failures.push(format!("at {at:.2} s: {text}"));
                 }
             }
         }
