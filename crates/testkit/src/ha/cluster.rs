@@ -365,6 +365,44 @@ impl Cluster {
         }
     }
 
+    /// `avail ha check` against the whole cluster — the load-balanced address
+    /// of each role and every node behind it, all four content addresses,
+    /// both databases — as an operator validates a deployment: whether every
+    /// check passed, and its output (one line per check).
+    pub fn ha_check(&self) -> Result<(bool, String)> {
+        let mut command = Command::new(&self.avail);
+        command
+            .args(["ha", "check", "--management"])
+            .arg(format!("http://{}", self.lb.management))
+            .args(["--token", &self.token]);
+        let publishing = self.publishing.iter().map(|n| n.publishing_url.clone());
+        for url in std::iter::once(format!("http://{}", self.lb.publishing)).chain(publishing) {
+            command.args(["--publishing", &url]);
+        }
+        let reporting = self.reporting.iter().map(|n| n.reporting_url.clone());
+        for url in std::iter::once(format!("http://{}", self.lb.reporting)).chain(reporting) {
+            command.args(["--reporting", &url]);
+        }
+        for url in [
+            format!("http://{}", self.lb.content),
+            self.content.content_url.clone(),
+            self.nginx.url(),
+            self.branch.url(),
+        ] {
+            command.args(["--content", &url]);
+        }
+        for db in ["avail_management", "avail_reporting"] {
+            command.args(["--database", &self.formation.url(db)]);
+        }
+        let out = command.output().context("cannot run avail ha check")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
     /// `avail run hello-avail` through the client daemon, as root with its own
     /// `HOME`; fails unless the application printed the SHA-256 of every
     /// byte of its data.

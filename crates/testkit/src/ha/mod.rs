@@ -92,6 +92,8 @@ pub fn run(options: &Options) -> Result<()> {
     let started_at = humantime_now();
     let mut cluster = Cluster::start(&options.avail, options.payload_mb)?;
     let up = started.elapsed();
+    eprintln!("ha: avail ha check before the faults");
+    let check_before = cluster.ha_check()?;
     let n = options.injections;
     let mut results: Vec<Scenario> = Vec::new();
     type Step = fn(&mut Cluster, usize) -> Result<Scenario>;
@@ -116,8 +118,18 @@ pub fn run(options: &Options) -> Result<()> {
             }
         }
     }
+    let check_after = if error.is_none() {
+        eprintln!("ha: avail ha check after the faults");
+        // The last restarted nodes need a moment for HAProxy's checks.
+        cluster.wait_all_up(Duration::from_secs(60))?;
+        Some(cluster.ha_check()?)
+    } else {
+        None
+    };
+    let checks = [("before", Some(check_before)), ("after", check_after)];
     let report = report(
         &results,
+        &checks,
         n,
         &started_at,
         up,
@@ -142,6 +154,7 @@ pub fn run(options: &Options) -> Result<()> {
 /// The report as JSON (see `ha-report.json`).
 fn report(
     results: &[Scenario],
+    checks: &[(&str, Option<(bool, String)>)],
     injections: usize,
     started_at: &str,
     up: Duration,
@@ -188,12 +201,23 @@ fn report(
         .filter_map(|f| f["avail_write_after_database_writable_ms"].as_u64())
         .collect();
     let worst_after_db = after_db.iter().max().copied();
+    let checks_passed = checks
+        .iter()
+        .all(|(_, c)| c.as_ref().is_none_or(|(ok, _)| *ok));
+    let ha_check: serde_json::Map<String, Value> = checks
+        .iter()
+        .filter_map(|(when, c)| {
+            let (ok, output) = c.as_ref()?;
+            Some((when.to_string(), json!({"passed": ok, "output": output})))
+        })
+        .collect();
     json!({
         "started_at": started_at,
         "injections_per_fault": injections,
         "cluster_start_s": up.as_secs_f64(),
         "total_s": total.as_secs_f64(),
         "error": error.map(|e| format!("{e:#}")),
+        "ha_check": ha_check,
         "scenarios": scenarios,
         "targets": {
             "failed_client_operations": failed,
@@ -201,7 +225,12 @@ fn report(
             "acknowledged_writes_duplicated": duplicated,
             "worst_avail_write_after_database_ms": worst_after_db,
             "avail_writes_within_1s_of_database": worst_after_db.map(|w| w <= 1000),
-            "correctness_met": error.is_none() && failed == 0 && lost == 0 && duplicated == 0,
+            "avail_ha_check_passed": checks_passed,
+            "correctness_met": error.is_none()
+                && checks_passed
+                && failed == 0
+                && lost == 0
+                && duplicated == 0,
         },
     })
 }
@@ -230,12 +259,30 @@ fn write_reports(out: &Path, report: &Value) -> Result<()> {
          | 0 failed client operations across node kills | {} |\n\
          | 0 acknowledged writes lost | {} |\n\
          | 0 acknowledged writes duplicated | {} |\n\
-         | Avail's writes within 1 s of the database's | worst {} ms |\n\n",
+         | Avail's writes within 1 s of the database's | {} |\n\n",
         t["failed_client_operations"],
         t["acknowledged_writes_lost"],
         t["acknowledged_writes_duplicated"],
-        t["worst_avail_write_after_database_ms"],
+        match t["worst_avail_write_after_database_ms"].as_u64() {
+            Some(ms) => format!("worst {ms} ms"),
+            None => "not measured (no database failover ran)".to_owned(),
+        },
     ));
+    for when in ["before", "after"] {
+        let check = &report["ha_check"][when];
+        if check.is_null() {
+            continue;
+        }
+        md.push_str(&format!(
+            "`avail ha check` {when} the faults: {}\n\n```\n{}```\n\n",
+            if check["passed"] == json!(true) {
+                "passed"
+            } else {
+                "FAILED"
+            },
+            check["output"].as_str().unwrap_or("")
+        ));
+    }
     md.push_str(
         "\"slowest\" is the longest single operation (for a launch, the whole launch): an upper \
          bound on the worst stall a client saw.\n\n",
