@@ -24,6 +24,40 @@
 //!    inserted before it returns, read-ahead blocks on a blocking thread.
 //! 5. The answer is sliced out of the blocks.
 //!
+//! # Read-ahead across files
+//!
+//! A program that reads a package's files one after the other in package
+//! order (the order of their data in the package file) reads the package
+//! file front to back, and a request per file would pay a round trip (and
+//! the server's end-of-response latency) per file. So a reader also follows
+//! *streams* over the package's payload files in package order, counted in
+//! uncompressed bytes from the first file's first block:
+//!
+//! * A file read from its first block that starts right where a stream's
+//!   last file ended (or anywhere in what the stream fetched ahead) continues
+//!   that stream (the one closest behind it). The first such read confirms
+//!   the stream and opens its window at [`CROSS_INITIAL`] bytes; each further
+//!   one doubles it, up to [`CROSS_WINDOW_MAX`]. A file read from its first
+//!   block that continues no stream starts a new, unconfirmed one (at most
+//!   [`STREAMS`] are followed, the least recently used dropped); so several
+//!   readers, or one reader walking several directories in turn, each get
+//!   their own stream, and a reader that jumps elsewhere leaves its stream
+//!   behind (nothing more is fetched for it).
+//! * Once less than half a window is fetched ahead of where the stream's
+//!   reader is, the blocks up to a window past it are fetched: the blocks of
+//!   the following files, not cached and not being fetched, in requests of up
+//!   to [`CROSS_CHUNK`] bytes that span file boundaries (a request covers
+//!   blocks whose bytes in the package file lie at most [`CROSS_GAP`] apart),
+//!   [`CROSS_CONCURRENCY`] requests in flight per reader, so that one
+//!   response's latency overlaps the others'. Each block is verified by its
+//!   SHA-256 ([`RemotePackage::span`]) and stored like any fetched block.
+//! * Bounds: what all of a reader's streams have fetched ahead of their
+//!   readers is at most [`CROSS_TOTAL_MAX`] bytes (the least recently used
+//!   streams are dropped to make room), and no stream's window nor that total
+//!   is more than a quarter of the store the blocks go to: the disk cache's
+//!   quota, or in Shared Content Store mode the memory cache's bound. A store
+//!   too small for [`CROSS_INITIAL`] turns it off.
+//!
 //! # One fetch per block
 //!
 //! A block being fetched is registered by hash (an *in-flight* entry) until
@@ -71,6 +105,15 @@
 //! `AppxManifest.xml`, `StreamMap.xml`, `FilesystemMetadata.xml`), each block
 //! at its uncompressed length; a block that appears twice counts twice.
 //!
+//! # Hashing once
+//!
+//! A block is verified once when fetched. With [`DiskCache::set_memory`]
+//! (what the client daemon does) the disk cache keeps the blocks it stored
+//! last in memory and serves them without hashing them again; a block read
+//! back from its file is verified again (see [`crate::cache`]).
+//!
+//! [`DiskCache::set_memory`]: crate::cache::DiskCache::set_memory
+//!
 //! # Async core, blocking facade
 //!
 //! As in [`crate::fetch`], the `*_blocking` methods run the async ones on the
@@ -96,9 +139,31 @@ use crate::fetch::{FetchError, MAX_COALESCE, ReadAhead, RemotePackage, Result, b
 /// Runs of blocks a load (of a feature block, or `AutoLoad`'s) fetches at once.
 pub const LOAD_CONCURRENCY: usize = 4;
 
-/// The default largest read-ahead window, in blocks (4 MiB: as much as one
-/// request coalesces).
-pub const DEFAULT_READ_AHEAD: usize = MAX_COALESCE;
+/// The default largest read-ahead window within a file, in blocks (16 MiB:
+/// half a window is asked for at once, as two coalesced requests in flight).
+pub const DEFAULT_READ_AHEAD: usize = 4 * MAX_COALESCE;
+
+/// The first window of a confirmed stream across files, in bytes.
+pub const CROSS_INITIAL: u64 = 2 << 20;
+
+/// The largest window of one stream across files, in bytes.
+pub const CROSS_WINDOW_MAX: u64 = 16 << 20;
+
+/// The most bytes all of a reader's streams fetch ahead of their readers.
+pub const CROSS_TOTAL_MAX: u64 = 48 << 20;
+
+/// The most uncompressed bytes one cross-file request asks for.
+pub const CROSS_CHUNK: u64 = (MAX_COALESCE * BLOCK_SIZE) as u64;
+
+/// Blocks whose bytes in the package file lie at most this far apart (local
+/// headers between files) are asked for in one request.
+pub const CROSS_GAP: u64 = 8 * 1024;
+
+/// Cross-file requests in flight at once, per reader.
+pub const CROSS_CONCURRENCY: usize = 4;
+
+/// Streams across files a reader follows at once.
+pub const STREAMS: usize = 32;
 
 /// Where a reader puts the blocks it fetches.
 #[derive(Clone)]
@@ -193,6 +258,74 @@ struct Inner {
     pinned: Mutex<HashSet<BlockHash>>,
     /// The last few failed reads: file, its blocks, when the failure ended.
     failures: Mutex<VecDeque<(usize, Range<usize>, Instant)>>,
+    /// The payload files in package order.
+    order: Order,
+    /// Streams across files (see the module doc).
+    streams: Mutex<Streams>,
+    /// The largest window of one stream, and of all (0: turned off).
+    cross_window: u64,
+    cross_total: u64,
+    /// Cross-file requests in flight.
+    cross_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The payload files in package order, and where each starts in the
+/// uncompressed stream over them.
+struct Order {
+    /// Position → file index.
+    files: Vec<usize>,
+    /// File index → position (`None` for the metadata parts).
+    pos: Vec<Option<usize>>,
+    /// Uncompressed bytes before each position; the last is the total.
+    cum: Vec<u64>,
+}
+
+impl Order {
+    fn new(remote: &RemotePackage) -> Self {
+        let all = remote.package().files();
+        let mut files: Vec<usize> = (0..all.len())
+            .filter(|&i| !is_metadata_part(&all[i].map.name))
+            .collect();
+        files.sort_by_key(|&i| all[i].data_start());
+        let mut pos = vec![None; all.len()];
+        let mut cum = Vec::with_capacity(files.len() + 1);
+        let mut at = 0u64;
+        for (p, &i) in files.iter().enumerate() {
+            pos[i] = Some(p);
+            cum.push(at);
+            at += all[i].map.size;
+        }
+        cum.push(at);
+        Order { files, pos, cum }
+    }
+
+    /// The position and block at stream offset `v` (the end: `files.len()`).
+    fn locate(&self, v: u64) -> (usize, usize) {
+        let n = self.files.len();
+        if v >= self.cum[n] {
+            return (n, 0);
+        }
+        let p = self.cum.partition_point(|&c| c <= v) - 1;
+        (p, ((v - self.cum[p]) / BLOCK_SIZE as u64) as usize)
+    }
+}
+
+/// One stream across files, in uncompressed stream offsets.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// Where the stream's reader is: the end of the last file it started.
+    next: u64,
+    /// The end of what was asked for ahead.
+    issued: u64,
+    /// 0 until confirmed.
+    window: u64,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Streams {
+    list: Vec<Stream>,
+    tick: u64,
 }
 
 /// How long after a read failed a read of the same blocks fails at once.
@@ -229,6 +362,10 @@ impl Drop for Claim {
         lock(&self.inner.flights).remove(&self.hash);
     }
 }
+
+/// One request across files: `(file, blocks)` segments in package order,
+/// and the claims on their blocks, in the same order.
+type CrossRun = (Vec<(usize, Range<usize>)>, Vec<Claim>);
 
 /// Whether a file is one of the metadata parts a package is opened with.
 fn is_metadata_part(name: &str) -> bool {
@@ -267,6 +404,15 @@ impl PackageReader {
             .iter()
             .map(|_| Mutex::new(ReadAhead::new(read_ahead_max)))
             .collect();
+        // A quarter of where the blocks go, at most; off when that is too
+        // small for a first window, or read-ahead is off.
+        let room = memory.as_ref().unwrap_or(&disk).capacity_bytes() / 4;
+        let (cross_window, cross_total) = if room < CROSS_INITIAL || read_ahead_max == 0 {
+            (0, 0)
+        } else {
+            (CROSS_WINDOW_MAX.min(room), CROSS_TOTAL_MAX.min(room))
+        };
+        let order = Order::new(&remote);
         PackageReader {
             inner: Arc::new(Inner {
                 remote,
@@ -277,6 +423,11 @@ impl PackageReader {
                 flights: Mutex::new(HashMap::new()),
                 pinned: Mutex::new(HashSet::new()),
                 failures: Mutex::new(VecDeque::new()),
+                order,
+                streams: Mutex::new(Streams::default()),
+                cross_window,
+                cross_total,
+                cross_slots: Arc::new(tokio::sync::Semaphore::new(CROSS_CONCURRENCY)),
             }),
         }
     }
@@ -399,6 +550,13 @@ impl PackageReader {
             }
         }
 
+        // A file read from its start: the streams across files.
+        if wanted.start == 0
+            && let Some(ahead) = self.on_file_start(file)
+        {
+            self.spawn_cross(ahead);
+        }
+
         // Runs of adjacent claimed blocks: fetched now when they hold a block
         // the read needs, else in the background.
         let mut got: HashMap<BlockHash, Bytes> = HashMap::new();
@@ -504,6 +662,193 @@ impl PackageReader {
                 }
             }
         });
+    }
+
+    /// Record that `file` is read from its start; the stream offsets to
+    /// fetch ahead across files, if any (see the module doc).
+    fn on_file_start(&self, file: usize) -> Option<Range<u64>> {
+        let inner = &self.inner;
+        if inner.cross_window == 0 {
+            return None;
+        }
+        let order = &inner.order;
+        let p = order.pos[file]?;
+        let (start, end) = (order.cum[p], order.cum[p + 1]);
+        let total = *order.cum.last().expect("never empty");
+        let mut streams = lock(&inner.streams);
+        streams.tick += 1;
+        let tick = streams.tick;
+        let found = streams
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.next <= start && start <= s.next.max(s.issued))
+            .max_by_key(|(_, s)| s.next)
+            .map(|(i, _)| i);
+        let Some(i) = found else {
+            if let Some(s) = streams.list.iter_mut().find(|s| s.next == end) {
+                s.tick = tick;
+                return None;
+            }
+            if streams.list.len() == STREAMS
+                && let Some(oldest) = (0..STREAMS).min_by_key(|&i| streams.list[i].tick)
+            {
+                streams.list.swap_remove(oldest);
+            }
+            streams.list.push(Stream {
+                next: end,
+                issued: end,
+                window: 0,
+                tick,
+            });
+            return None;
+        };
+        let s = &mut streams.list[i];
+        s.window = if s.window == 0 {
+            CROSS_INITIAL.min(inner.cross_window)
+        } else {
+            (s.window * 2).min(inner.cross_window)
+        };
+        s.next = s.next.max(end);
+        s.tick = tick;
+        let s = *s;
+        if s.issued.saturating_sub(s.next) > s.window / 2 {
+            return None;
+        }
+        let from = s.issued.max(s.next);
+        let mut to = (s.next + s.window).min(total);
+        if from >= to {
+            return None;
+        }
+        // Within the total: drop the least recently used other streams first.
+        loop {
+            let ahead: u64 = streams
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, o)| o.issued.saturating_sub(o.next))
+                .sum::<u64>()
+                + from.saturating_sub(s.next);
+            if ahead + (to - from) <= inner.cross_total {
+                break;
+            }
+            let oldest = (0..streams.list.len())
+                .filter(|&j| j != i && streams.list[j].issued > streams.list[j].next)
+                .min_by_key(|&j| streams.list[j].tick);
+            match oldest {
+                Some(j) => {
+                    // Keep it as a candidate, with nothing counted ahead.
+                    let o = &mut streams.list[j];
+                    o.issued = o.next;
+                    o.window = 0;
+                }
+                None => {
+                    to = from + inner.cross_total.saturating_sub(ahead).min(to - from);
+                    break;
+                }
+            }
+        }
+        if from >= to {
+            return None;
+        }
+        streams.list[i].issued = to;
+        Some(from..to)
+    }
+
+    /// Fetch the blocks of stream offsets `ahead` that are neither cached nor
+    /// being fetched, in the background, [`CROSS_CHUNK`] bytes per task.
+    fn spawn_cross(&self, ahead: Range<u64>) {
+        let handle = self.inner.remote.package().source().fetcher().handle();
+        let mut at = ahead.start;
+        while at < ahead.end {
+            let end = (at + CROSS_CHUNK).min(ahead.end);
+            let reader = self.clone();
+            handle.spawn(async move {
+                let Ok(_slot) = reader.inner.cross_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let runs = reader.claim_cross(at..end);
+                for (segments, claims) in runs {
+                    let r = reader.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        let remote = &r.inner.remote;
+                        let handle = remote.package().source().fetcher().handle();
+                        match handle.block_on(remote.span(&segments)) {
+                            Ok(blocks) => {
+                                for (claim, block) in claims.into_iter().zip(blocks) {
+                                    r.store(&claim.hash, Bytes::from(block));
+                                }
+                            }
+                            Err(e) => {
+                                tracing::debug!(?segments, error = %e, "read-ahead across files failed");
+                            }
+                        }
+                    });
+                    let _ = done.await;
+                }
+            });
+            at = end;
+        }
+    }
+
+    /// Claim the blocks of stream offsets `range` that are neither cached nor
+    /// being fetched; grouped into runs to fetch in one request each.
+    fn claim_cross(&self, range: Range<u64>) -> Vec<CrossRun> {
+        let inner = &self.inner;
+        let order = &inner.order;
+        let files = inner.remote.package().files();
+        let (mut p, mut k) = order.locate(range.start);
+        let mut runs: Vec<CrossRun> = Vec::new();
+        // The package-file end of the last claimed block, when the run is open.
+        let mut last_end: Option<u64> = None;
+        while p < order.files.len() && order.cum[p] + ((k * BLOCK_SIZE) as u64) < range.end {
+            let file = order.files[p];
+            let f = &files[file];
+            if k >= f.map.blocks.len() {
+                p += 1;
+                k = 0;
+                continue;
+            }
+            let hash = f.map.blocks[k].hash;
+            let bytes = f.blocks_range(k, k + 1);
+            let claim = if self.contains(&hash) {
+                None
+            } else {
+                match lock(&inner.flights).entry(hash) {
+                    Entry::Occupied(_) => None,
+                    Entry::Vacant(e) => {
+                        let (tx, rx) = watch::channel(());
+                        e.insert(rx);
+                        Some(Claim {
+                            inner: inner.clone(),
+                            hash,
+                            _done: tx,
+                        })
+                    }
+                }
+            };
+            match claim {
+                None => last_end = None,
+                Some(claim) => {
+                    let joins =
+                        last_end.is_some_and(|e| bytes.start >= e && bytes.start - e <= CROSS_GAP);
+                    match runs.last_mut() {
+                        Some((segments, claims)) if joins => {
+                            match segments.last_mut() {
+                                Some((sf, r)) if *sf == file && r.end == k => r.end = k + 1,
+                                _ => segments.push((file, k..k + 1)),
+                            }
+                            claims.push(claim);
+                        }
+                        _ => runs.push((vec![(file, k..k + 1)], vec![claim])),
+                    }
+                    last_end = Some(bytes.end);
+                }
+            }
+            k += 1;
+        }
+        runs
     }
 
     /// A cached block: on disk, else in memory.

@@ -13,7 +13,20 @@
 //!
 //! Callers hand in blocks they have already verified against the block map
 //! (at most [`BLOCK_SIZE`] bytes, uncompressed). Neither store re-hashes on
-//! insert; the disk cache re-hashes on every read (below).
+//! insert; the disk cache re-hashes every block it reads back from disk
+//! (below), but not one it still holds in memory:
+//!
+//! # Recent blocks in memory
+//!
+//! [`DiskCache::set_memory`] (off by default) keeps the most recently
+//! inserted blocks in memory as well, up to a byte bound, oldest dropped
+//! first: a streaming read stores blocks a moment before it reads them, and
+//! [`BlockStore::get`] serves those from memory, without reading the file or
+//! hashing the bytes again — they were verified by the caller and never left
+//! memory. Only a block the index still holds is served so (a block is named
+//! by its hash, so the bytes kept are the block's whatever happened to its
+//! file); anything read from disk is verified as below. The memory is lost
+//! with the process, so a restart serves only what was complete on disk.
 //!
 //! # On-disk format
 //!
@@ -23,6 +36,10 @@
 //! DIR/tmp/…                temporary files being written; anything here at open is
 //!                          a crash leftover and is deleted
 //! ```
+//!
+//! `blocks/` carries the "top directory" flag (`chattr +T`) where the file
+//! system has it (ext4), so that the fan-out directories, and with them the
+//! block files' inodes, are spread over the disk (see `spread_subdirectories`).
 //!
 //! A block file is an 8-byte header — the magic `AVB1` and the block's length
 //! as a little-endian `u32` — followed by the block's bytes. The header makes
@@ -91,7 +108,7 @@
 //! eviction by bytes rather than by entry count, and pinned entries that are
 //! simply kept out of the eviction order. Every operation is `O(log n)`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -111,6 +128,11 @@ pub type BlockHash = [u8; 32];
 pub const HEADER_LEN: usize = 8;
 
 const MAGIC: &[u8; 4] = b"AVB1";
+
+/// What the client daemon gives [`DiskCache::set_memory`]: more than what
+/// read-ahead across files fetches ahead
+/// ([`CROSS_TOTAL_MAX`](crate::blocks::CROSS_TOTAL_MAX)).
+pub const RECENT_MEMORY: u64 = 64 << 20;
 
 /// How old a block file's mtime must be before a read refreshes it (the
 /// recency that survives a restart has this granularity).
@@ -364,6 +386,7 @@ fn check_len(len: usize) -> Result<(), CacheError> {
 pub struct DiskCache {
     dir: PathBuf,
     index: Mutex<Index<()>>,
+    recent: Mutex<Recent>,
     fsync: AtomicBool,
     temp_counter: AtomicU64,
 }
@@ -388,6 +411,8 @@ impl DiskCache {
             let path = entry.map_err(io_err(&tmp))?.path();
             remove_leftover(&path)?;
         }
+        fs::create_dir_all(&blocks).map_err(io_err(&blocks))?;
+        spread_subdirectories(&blocks);
         let mut found = Vec::new();
         for fan in 0..=255u8 {
             let sub = blocks.join(hex::encode([fan]));
@@ -418,6 +443,7 @@ impl DiskCache {
         let cache = DiskCache {
             dir,
             index: Mutex::new(index),
+            recent: Mutex::new(Recent::default()),
             fsync: AtomicBool::new(true),
             temp_counter: AtomicU64::new(0),
         };
@@ -452,6 +478,8 @@ impl DiskCache {
             }
         }
         index.remove(hash);
+        drop(index);
+        self.recent().remove(hash);
         true
     }
 
@@ -465,6 +493,26 @@ impl DiskCache {
     /// blocks for insert speed; a torn block is still never served.
     pub fn set_fsync(&self, on: bool) {
         self.fsync.store(on, Ordering::Relaxed);
+    }
+
+    /// Keep up to `bytes` of the most recently inserted blocks in memory too,
+    /// served without reading or hashing them again (see the module doc); 0,
+    /// the default, turns it off. Lowering it drops the oldest at once.
+    pub fn set_memory(&self, bytes: u64) {
+        let mut recent = self.recent();
+        recent.capacity = bytes;
+        recent.shrink();
+    }
+
+    /// Bytes of blocks held in memory by [`DiskCache::set_memory`].
+    pub fn memory_bytes(&self) -> u64 {
+        self.recent().bytes
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The file a block lives in.
@@ -481,7 +529,7 @@ impl DiskCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert_impl(&self, hash: &BlockHash, block: &[u8], pin: bool) -> Result<(), CacheError> {
+    fn insert_impl(&self, hash: &BlockHash, block: &Bytes, pin: bool) -> Result<(), CacheError> {
         check_len(block.len())?;
         let size = (HEADER_LEN + block.len()) as u64;
         // 1. Reserve the bytes, evicting (and deleting) first if needed.
@@ -554,6 +602,8 @@ impl DiskCache {
         }
         index.reserved -= size;
         index.add(*hash, size, (), pin);
+        drop(index);
+        self.recent().put(hash, block);
         Ok(())
     }
 
@@ -606,6 +656,45 @@ impl DiskCache {
     }
 }
 
+/// Recently inserted blocks, oldest first, within a byte bound.
+#[derive(Debug, Default)]
+struct Recent {
+    map: HashMap<BlockHash, Bytes>,
+    order: VecDeque<BlockHash>,
+    bytes: u64,
+    capacity: u64,
+}
+
+impl Recent {
+    fn put(&mut self, hash: &BlockHash, block: &Bytes) {
+        if (block.len() as u64) > self.capacity || self.map.contains_key(hash) {
+            return;
+        }
+        self.map.insert(*hash, block.clone());
+        self.order.push_back(*hash);
+        self.bytes += block.len() as u64;
+        self.shrink();
+    }
+
+    fn remove(&mut self, hash: &BlockHash) {
+        if let Some(b) = self.map.remove(hash) {
+            self.bytes -= b.len() as u64;
+            self.order.retain(|h| h != hash);
+        }
+    }
+
+    fn shrink(&mut self) {
+        while self.bytes > self.capacity {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.map.remove(&old) {
+                self.bytes -= b.len() as u64;
+            }
+        }
+    }
+}
+
 /// Checks one file found under `blocks/NN/` at open: `Some((mtime, hash,
 /// size))` for a complete block, `None` for something to delete.
 fn scan_block(entry: &fs::DirEntry, fan: u8) -> io::Result<Option<(SystemTime, BlockHash, u64)>> {
@@ -634,6 +723,37 @@ fn scan_block(entry: &fs::DirEntry, fan: u8) -> io::Result<Option<(SystemTime, B
     }
     let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     Ok(Some((mtime, hash, size)))
+}
+
+/// Marks `dir` as the top of a directory hierarchy (`chattr +T`, ext4's
+/// `FS_TOPDIR_FL`), best effort: ext4 then spreads the fan-out directories
+/// created in it over its block groups (Orlov) instead of packing them into
+/// one, and a block file's inode goes to its directory's group. With every
+/// block file in one group, each new inode was found by stepping over that
+/// group's recently deleted inodes (which ext4 does not reuse for a while):
+/// after a cache of a few thousand blocks was deleted (a removed package, an
+/// emptied cache), creating as many again cost seconds of system time.
+/// Other file systems refuse or ignore the flag; nothing else depends on it.
+#[allow(unsafe_code)]
+fn spread_subdirectories(dir: &Path) {
+    use nix::libc::{FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, c_int, ioctl};
+    use std::os::fd::AsRawFd;
+    const FS_TOPDIR_FL: c_int = 0x0002_0000;
+    let Ok(file) = File::open(dir) else {
+        return;
+    };
+    let fd = file.as_raw_fd();
+    let mut flags: c_int = 0;
+    // SAFETY: `fd` is an open descriptor for the whole block; both ioctls
+    // read or write one `int` (what the kernel uses for these flags) through
+    // a pointer to a live local.
+    unsafe {
+        if ioctl(fd, FS_IOC_GETFLAGS, &mut flags as *mut c_int) != 0 || flags & FS_TOPDIR_FL != 0 {
+            return;
+        }
+        flags |= FS_TOPDIR_FL;
+        let _ = ioctl(fd, FS_IOC_SETFLAGS, &flags as *const c_int);
+    }
 }
 
 /// A hash from its 64 lowercase hex digits.
@@ -665,6 +785,9 @@ fn remove_leftover(path: &Path) -> Result<(), CacheError> {
 impl BlockStore for DiskCache {
     fn get(&self, hash: &BlockHash) -> Option<Bytes> {
         let generation = self.lock().touch(hash)?.generation;
+        if let Some(block) = self.recent().map.get(hash) {
+            return Some(block.clone());
+        }
         let path = self.block_path(hash);
         let failure = match Self::read_verified(&path, hash) {
             Ok(bytes) => return Some(bytes),
@@ -985,6 +1108,77 @@ mod tests {
         assert_eq!(cache.get(&hash), None);
         assert_eq!(cache.block_count(), 0);
         assert_eq!(cache.used_bytes(), 0);
+    }
+
+    #[test]
+    fn cache_recent_blocks_are_served_from_memory_and_reads_from_disk_are_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, a_data) = block(1, LEN);
+        let (b, b_data) = block(2, LEN);
+        let (c, c_data) = block(3, LEN);
+        let tear = |cache: &DiskCache, hash: &BlockHash| {
+            let path = cache.block_path(hash);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[HEADER_LEN + 7] ^= 0x55;
+            fs::write(&path, &bytes).unwrap();
+        };
+        {
+            let cache = DiskCache::open(tmp.path(), 1 << 20).unwrap();
+            // Room in memory for two blocks: the last two stored.
+            cache.set_memory(2 * LEN as u64);
+            for (hash, data) in [(&a, &a_data), (&b, &b_data), (&c, &c_data)] {
+                cache.insert(hash, data.clone()).unwrap();
+            }
+            assert_eq!(cache.memory_bytes(), 2 * LEN as u64);
+            // Files torn behind the cache's back: b and c come from memory
+            // (the bytes that were verified), a from disk is caught.
+            for hash in [&a, &b, &c] {
+                tear(&cache, hash);
+            }
+            assert_eq!(cache.get(&b), Some(b_data.clone()));
+            assert_eq!(cache.get(&c), Some(c_data.clone()));
+            assert_eq!(cache.get(&a), None);
+            assert!(!cache.contains(&a));
+            // A forgotten block is not served from memory either.
+            assert!(cache.forget(&b));
+            assert_eq!(cache.get(&b), None);
+            assert_eq!(cache.memory_bytes(), LEN as u64);
+            // Turning it off drops the memory: c is read from disk, torn.
+            cache.set_memory(0);
+            assert_eq!(cache.memory_bytes(), 0);
+            assert_eq!(cache.get(&c), None);
+            cache.set_memory(1 << 20);
+            cache.insert(&c, c_data.clone()).unwrap();
+            tear(&cache, &c);
+        }
+        // After a restart nothing is in memory: the torn block is not served.
+        let cache = DiskCache::open(tmp.path(), 1 << 20).unwrap();
+        cache.set_memory(1 << 20);
+        assert_eq!(cache.get(&c), None);
+        assert_eq!(cache.block_count(), 0);
+    }
+
+    #[test]
+    fn cache_blocks_directory_is_a_top_directory_on_ext4() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(tmp.path(), 1 << 20).unwrap();
+        let blocks = cache.dir().join("blocks");
+        let run = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .arg(&blocks)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        // Only ext4 is promised the flag (`stat -f` calls it ext2/ext3).
+        if run("stat", &["-f", "-c", "%T"]).is_none_or(|t| t.trim() != "ext2/ext3") {
+            return;
+        }
+        let attrs = run("lsattr", &["-d"]).expect("lsattr on ext4");
+        let flags = attrs.split_whitespace().next().unwrap_or_default();
+        assert!(flags.contains('T'), "{attrs}");
     }
 
     #[test]

@@ -412,6 +412,8 @@ impl Daemon {
         // a power failure lost or tore is fetched again: no fsync per block
         // (which cost cold reads most of their time).
         disk.set_fsync(false);
+        // The blocks stored last are served from memory, not hashed again.
+        disk.set_memory(crate::cache::RECENT_MEMORY);
         let memory: Arc<dyn BlockStore> =
             Arc::new(MemoryCache::new(settings.shared_content_store_memory));
         let refresher =

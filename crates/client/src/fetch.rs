@@ -1125,6 +1125,61 @@ impl RemotePackage {
             .await
     }
 
+    /// Blocks of several files in one request: `segments` are `(file, block
+    /// range)` pairs in package-file order whose bytes lie close together in
+    /// the package file (the caller keeps the gaps small: the bytes between
+    /// them, local headers or other blocks, are fetched and dropped; and to
+    /// [`MAX_COALESCE`] blocks, as [`RemotePackage::blocks`] does). Every
+    /// block is verified as by [`RemotePackage::blocks`] (a bad one is fetched
+    /// again from the other mirrors); returned in order, flattened. Bounded by
+    /// the read timeout as a whole.
+    pub async fn span(&self, segments: &[(usize, Range<usize>)]) -> Result<Vec<Vec<u8>>> {
+        let mut whole: Option<Range<u64>> = None;
+        for (file, range) in segments {
+            let Some(f) = self.package.files().get(*file) else {
+                return Err(FetchError::Format(FormatError::NotFound(format!(
+                    "file #{file}"
+                ))));
+            };
+            if range.start >= range.end {
+                continue;
+            }
+            self.package.block_range(*file, range.end - 1)?;
+            let r = f.blocks_range(range.start, range.end);
+            whole = Some(match whole {
+                None => r,
+                Some(w) => w.start.min(r.start)..w.end.max(r.end),
+            });
+        }
+        let Some(whole) = whole else {
+            return Ok(Vec::new());
+        };
+        let path = self.path().to_owned();
+        let fetcher = self.fetcher().clone();
+        fetcher
+            .bounded(&path, async {
+                let none = vec![false; fetcher.mirrors_count()];
+                let (served_by, got) = fetcher
+                    .fetch_from(&path, Ask::Range(whole.clone()), &none)
+                    .await?;
+                let mut out = Vec::new();
+                for (file, range) in segments {
+                    for k in range.clone() {
+                        let r = self.package.block_range(*file, k)?;
+                        let raw = &got.bytes
+                            [(r.start - whole.start) as usize..(r.end - whole.start) as usize];
+                        let block = match self.package.decode_block(*file, k, raw) {
+                            Ok(block) => block,
+                            Err(e) => self.refetch(*file, k, r, served_by, e).await?,
+                        };
+                        out.push(block);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// Fetch a block that failed verification from every other mirror in turn.
     async fn refetch(
         &self,
@@ -1210,9 +1265,9 @@ impl RemotePackage {
 /// read (the caller skips those it already has or is fetching).
 ///
 /// A file read from its first block is most likely read whole: that first
-/// read opens a window of the whole file when it fits in `max` blocks
-/// (small files, most of a package, then cost one request), else of
-/// [`ReadAhead::FIRST`] blocks.
+/// read opens a window of the whole file when it fits in `max` blocks and in
+/// [`ReadAhead::WHOLE`] (small files, most of a package, then cost one
+/// request), else of [`ReadAhead::FIRST`] blocks.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
     last: Option<Range<usize>>,
@@ -1230,6 +1285,10 @@ impl ReadAhead {
     /// The first window of a file read from its first block, when the file
     /// is larger than the largest window (1 MiB).
     pub const FIRST: usize = 16;
+
+    /// The largest file a first read at its start fetches whole, in blocks
+    /// (4 MiB: one coalesced request).
+    pub const WHOLE: usize = MAX_COALESCE;
 
     /// How far from the frontier a read still counts as sequential, at least
     /// (the kernel's concurrent reads of 128 KiB each, a few in flight).
@@ -1267,7 +1326,7 @@ impl ReadAhead {
         };
         if sequential {
             self.window = if self.last.is_none() {
-                if file_blocks <= self.max {
+                if file_blocks <= self.max.min(Self::WHOLE) {
                     file_blocks
                 } else {
                     Self::FIRST.min(self.max)
@@ -1334,6 +1393,11 @@ mod tests {
         // A small file read from its start: all of it at once.
         let mut ra = ReadAhead::new(64);
         assert_eq!(ra.on_read(0..2, 40), 2..40);
+        // Whole only up to WHOLE blocks, however large the window may grow.
+        let mut ra = ReadAhead::new(256);
+        assert_eq!(ra.on_read(0..1, 64), 1..64);
+        let mut ra = ReadAhead::new(256);
+        assert_eq!(ra.on_read(0..1, 128), 1..17);
         // After a random read, a sequential run starts small again.
         let mut ra = ReadAhead::new(16);
         assert_eq!(ra.on_read(50..51, 100), 51..51);

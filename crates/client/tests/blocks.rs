@@ -406,3 +406,217 @@ async fn blocks_concurrent_sequential_readers_share_fetches() {
     // Each block fetched about once, not once per reader.
     assert!(bytes < 2 * tree[0].1.len() as u64, "{bytes} bytes");
 }
+
+/// `n` files `opt/app/data/fNN` of three blocks and a bit, in package order.
+fn many_files(n: usize) -> Tree {
+    let names: Vec<&'static str> = (0..n)
+        .map(|i| &*Box::leak(format!("opt/app/data/f{i:02}").into_boxed_str()))
+        .collect();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| (name, fill(1000 + 2 * i as u64, 3 * BLOCK_SIZE + 100)))
+        .collect()
+}
+
+/// Whether every block of `path` is in `store`.
+fn all_cached(reader: &PackageReader, store: &dyn BlockStore, path: &str) -> bool {
+    let f = index(reader, path);
+    reader.remote().package().files()[f]
+        .map
+        .blocks
+        .iter()
+        .all(|b| store.contains(&b.hash))
+}
+
+/// Whether any block of `path` is in `store`.
+fn any_cached(reader: &PackageReader, store: &dyn BlockStore, path: &str) -> bool {
+    let f = index(reader, path);
+    reader.remote().package().files()[f]
+        .map
+        .blocks
+        .iter()
+        .any(|b| store.contains(&b.hash))
+}
+
+/// Waits (up to 10 s) for `cond`, then asserts it.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cond(), "{what}");
+}
+
+/// Lets background fetches finish (for what must not have happened).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn read_whole(reader: &PackageReader, tree: &Tree, i: usize) {
+    let (path, content) = &tree[i];
+    let got = reader
+        .read(index(reader, path), 0, content.len() as u64)
+        .await
+        .unwrap();
+    assert!(got[..] == content[..], "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_reading_files_in_order_fetches_the_next_files_ahead() {
+    let tree = many_files(12);
+    let m = mirror(vec![(package_path(PKG, V1), pack_tree(&tree, V1, &[]))]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(&dir);
+    let reader = PackageReader::new(open(&m, V1).await, cache.clone(), CacheMode::Normal);
+    let before = m.requests();
+    // One file read from its start is no stream yet: nothing else is fetched.
+    read_whole(&reader, &tree, 0).await;
+    settle().await;
+    assert!(!any_cached(&reader, &*cache, tree[1].0));
+    assert_eq!(m.requests() - before, 1);
+    // The next file in package order confirms it: the files after it come
+    // ahead, across file boundaries.
+    read_whole(&reader, &tree, 1).await;
+    for (path, _) in &tree[2..] {
+        eventually(path, || all_cached(&reader, &*cache, path)).await;
+    }
+    let ahead = m.requests() - before - 2;
+    assert!(ahead >= 1);
+    assert!(ahead <= 2, "{ahead} requests for 10 files of 4 blocks");
+    // The rest reads from the cache.
+    let asked = m.requests();
+    for i in 2..tree.len() {
+        read_whole(&reader, &tree, i).await;
+    }
+    settle().await;
+    assert_eq!(m.requests(), asked, "every later file was fetched ahead");
+    // Fetched once each.
+    let payload: usize = tree.iter().map(|(_, c)| c.len()).sum();
+    assert!(
+        m.bytes() < payload as u64 + 256 * 1024,
+        "{} bytes",
+        m.bytes()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_read_ahead_across_files_stops_when_the_reader_jumps() {
+    let tree = many_files(12);
+    let m = mirror(vec![(package_path(PKG, V1), pack_tree(&tree, V1, &[]))]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(&dir);
+    let reader = PackageReader::new(open(&m, V1).await, cache.clone(), CacheMode::Normal);
+    let before = m.requests();
+    for i in [0, 5, 9, 2] {
+        read_whole(&reader, &tree, i).await;
+    }
+    settle().await;
+    assert_eq!(m.requests() - before, 4, "one request per file, none ahead");
+    for i in [1, 3, 6, 10] {
+        assert!(!any_cached(&reader, &*cache, tree[i].0), "{}", tree[i].0);
+    }
+    // Two readers walking two places in order: each its own stream.
+    for i in [6, 10, 7, 11] {
+        read_whole(&reader, &tree, i).await;
+    }
+    eventually("f08 ahead of the first stream", || {
+        all_cached(&reader, &*cache, tree[8].0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_read_ahead_across_files_stays_within_a_quarter_of_the_quota() {
+    let tree = many_files(40);
+    let m = mirror(vec![(package_path(PKG, V1), pack_tree(&tree, V1, &[]))]).await;
+    let file = (3 * BLOCK_SIZE + 100) as u64;
+    let cached_after = |cache: &DiskCache, reader: &PackageReader, last: usize| -> u64 {
+        tree[last + 1..]
+            .iter()
+            .filter(|(p, _)| any_cached(reader, cache, p))
+            .count() as u64
+            * file
+    };
+    // 12 MiB: read-ahead across files fetches at most 3 MiB ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let quota = 12 << 20;
+    let cache = Arc::new(DiskCache::open(dir.path().join("cache"), quota).unwrap());
+    cache.set_fsync(false);
+    let reader = PackageReader::new(open(&m, V1).await, cache.clone(), CacheMode::Normal);
+    for i in 0..6 {
+        read_whole(&reader, &tree, i).await;
+        settle().await;
+        let ahead = cached_after(&cache, &reader, i);
+        // Files partly fetched count whole here: one at each end.
+        assert!(
+            ahead <= quota / 4 + 2 * file,
+            "{ahead} bytes ahead after f{i:02}"
+        );
+        assert!(cache.used_bytes() <= quota);
+    }
+    assert!(
+        all_cached(&reader, &*cache, tree[6].0),
+        "it did fetch ahead"
+    );
+    // 6 MiB: a quarter is less than a first window: none at all.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(DiskCache::open(dir.path().join("cache"), 6 << 20).unwrap());
+    cache.set_fsync(false);
+    let reader = PackageReader::new(open(&m, V1).await, cache.clone(), CacheMode::Normal);
+    for i in 0..4 {
+        read_whole(&reader, &tree, i).await;
+    }
+    settle().await;
+    assert_eq!(cached_after(&cache, &reader, 3), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_read_ahead_across_files_respects_the_shared_content_store_bound() {
+    let tree = many_files(40);
+    let m = mirror(vec![(package_path(PKG, V1), pack_tree(&tree, V1, &[]))]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = disk(&dir);
+    let bound = 8 << 20;
+    let memory = Arc::new(MemoryCache::new(bound));
+    let reader = PackageReader::new(
+        open(&m, V1).await,
+        cache.clone(),
+        CacheMode::SharedContentStore {
+            memory: memory.clone(),
+        },
+    );
+    for i in 0..3 {
+        read_whole(&reader, &tree, i).await;
+    }
+    eventually("the next file ahead, in memory", || {
+        all_cached(&reader, &*memory, tree[3].0)
+    })
+    .await;
+    settle().await;
+    let file = (3 * BLOCK_SIZE + 100) as u64;
+    let ahead = tree[3..]
+        .iter()
+        .filter(|(p, _)| any_cached(&reader, &*memory, p))
+        .count() as u64
+        * file;
+    assert!(ahead <= bound / 4 + 2 * file, "{ahead} bytes ahead");
+    assert!(memory.used_bytes() <= bound);
+    assert_eq!(cache.block_count(), 0, "nothing but FB0 (empty) on disk");
+    // A memory cache too small for a first window: none at all.
+    let small = Arc::new(MemoryCache::new(4 << 20));
+    let reader = PackageReader::new(
+        open(&m, V1).await,
+        disk(&tempfile::tempdir().unwrap()),
+        CacheMode::SharedContentStore {
+            memory: small.clone(),
+        },
+    );
+    for i in 10..13 {
+        read_whole(&reader, &tree, i).await;
+    }
+    settle().await;
+    assert!(!any_cached(&reader, &*small, tree[13].0));
+}
