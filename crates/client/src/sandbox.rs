@@ -61,8 +61,9 @@ pub struct Layers {
 pub type Skipped = (OsString, String);
 
 /// The top-level directories the overlays cover: each directory at the top
-/// of any lower that the host also has and that is not one of [`NEVER`]; the
-/// others, with the reason, for the caller to say.
+/// of any lower that the host also has and that is not a system directory
+/// (`/proc`, `/sys`, `/dev`, `/run`, `/tmp`, `/boot`); the others, with the
+/// reason, for the caller to say.
 pub fn top_directories(layers: &Layers) -> io::Result<(Vec<OsString>, Vec<Skipped>)> {
     let mut covered = Vec::new();
     let mut skipped = Vec::new();
