@@ -53,6 +53,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
+use crate::postgres::{encode, ident, literal};
 use crate::process::{self, Runner};
 
 /// The `pg_autoctl` program of Debian's `postgresql-15-auto-failover`.
@@ -1122,30 +1123,6 @@ fn describe_rows(rows: &[NodeRow]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// An SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// An SQL quoted identifier.
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Percent-encodes a database name for the path of a URL.
-fn encode(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]

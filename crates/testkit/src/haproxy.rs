@@ -12,7 +12,7 @@
 //! (`-db`) and is killed when dropped.
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ impl Haproxy {
         if !Path::new(HAPROXY).exists() {
             bail!("{HAPROXY} is missing: install Debian's haproxy (scripts/ha-validate does)");
         }
-        let stats = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+        let stats = format!("127.0.0.1:{}", crate::free_port()?);
         let config = rewrite(shipped, map, &stats)?;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("haproxy.cfg");

@@ -28,9 +28,19 @@ mod nginx;
 mod node;
 mod postgres;
 mod process;
+mod random;
 
 pub use autofailover::{FailoverTimes, Formation};
 pub use haproxy::Haproxy;
 pub use nginx::Nginx;
 pub use node::{AvailNode, http_status};
 pub use postgres::{Postgres, bin_dir};
+pub use random::random_file;
+
+/// A port of 127.0.0.1 that was free a moment ago (bound to port 0 and let go).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    use anyhow::Context as _;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}

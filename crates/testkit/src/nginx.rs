@@ -5,7 +5,7 @@
 //! foreground in a temporary prefix of its own on a free port of 127.0.0.1, and
 //! is killed when dropped.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ impl Nginx {
         }
         let prefix = tempfile::tempdir()?;
         let p = prefix.path().display().to_string();
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::free_port()?;
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
              error_log {p}/error.log info;\nevents {{ worker_connections 1024; }}\n\
@@ -128,26 +128,12 @@ impl Nginx {
     /// Stop it gracefully (SIGQUIT: it stops accepting and finishes the
     /// requests it is answering) and wait for it, at most 30 s.
     pub fn quit(&mut self) -> Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(());
-        };
-        let status = Command::new("kill")
-            .args(["-QUIT", &child.id().to_string()])
-            .status()
-            .context("cannot run kill")?;
-        if !status.success() {
-            bail!("kill -QUIT {} failed", child.id());
-        }
-        let started = Instant::now();
-        while child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                self.kill();
-                bail!("nginx did not exit within 30 s of SIGQUIT");
+        match self.child.take() {
+            Some(mut child) => {
+                crate::process::stop(&mut child, "QUIT", Duration::from_secs(30), "nginx")
             }
-            std::thread::sleep(Duration::from_millis(10));
+            None => Ok(()),
         }
-        self.child = None;
-        Ok(())
     }
 
     /// Kill it (SIGKILL) and wait for it; nothing when it is not running.

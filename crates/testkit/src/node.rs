@@ -213,25 +213,12 @@ impl AvailNode {
     /// accepting and finishes what it is answering) and wait for it to exit,
     /// at most 30 s (then SIGKILL and an error).
     pub fn terminate(&mut self) -> anyhow::Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .context("cannot run kill")?;
-        if !status.success() {
-            bail!("kill -TERM {} failed", self.child.id());
-        }
-        let started = Instant::now();
-        while self.child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                self.kill();
-                bail!("avail server did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        crate::process::stop(
+            &mut self.child,
+            "TERM",
+            Duration::from_secs(30),
+            "avail server",
+        )
     }
 
     /// Start the server again on the same data directory, ports and settings

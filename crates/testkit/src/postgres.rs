@@ -9,7 +9,6 @@
 //! servers after a run, and `AVAIL_PG_BINDIR` to choose the server binaries.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::thread;
@@ -344,7 +343,7 @@ impl Postgres {
     fn boot(&mut self) -> Result<()> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
-            self.port = free_port()?;
+            self.port = crate::free_port()?;
             self.write_settings()?;
             match self.pg_ctl_start() {
                 Ok(()) => return Ok(()),
@@ -552,24 +551,18 @@ fn find_bin_dir() -> Result<PathBuf, String> {
     )
 }
 
-/// Bind 127.0.0.1:0, read the port, let it go.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// An SQL string literal (also the quoting of a value in postgresql.conf).
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// An SQL quoted identifier.
-fn ident(s: &str) -> String {
+pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Percent-encodes a database name for the path of a URL.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -253,3 +253,25 @@ fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let _ = child.wait();
     None
 }
+
+/// Send `signal` (`TERM`, `QUIT`, …) to `child` and wait for it to exit, at
+/// most `timeout`; past it, it is killed and the error names `what`. Nothing when
+/// it has exited already.
+pub(crate) fn stop(child: &mut Child, signal: &str, timeout: Duration, what: &str) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {} ({what}) failed", child.id());
+    }
+    // Past the deadline, wait_deadline has killed it.
+    if wait_deadline(child, timeout).is_none() {
+        bail!("{what} did not exit within {timeout:?} of SIG{signal}");
+    }
+    Ok(())
+}

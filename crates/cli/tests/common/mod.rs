@@ -5,7 +5,6 @@
 //! Each test crate uses part of it.
 #![allow(dead_code)]
 
-use std::io::Write as _;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -69,45 +68,10 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 // ---------------------------------------------------------------------------
 // Content
 
-/// xorshift64: reproducible random bytes without a crate.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
-/// Write `len` random bytes (from `seed`) to `path`, creating its directory.
+/// Write `len` random bytes (from `seed`) to `path`, creating its directory
+/// ([`avail_testkit::random_file`]).
 pub fn random_file(path: &Path, len: u64, seed: u64) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut rng = Rng::new(seed);
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut buf = vec![0u8; MB as usize];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(MB) as usize;
-        rng.fill(&mut buf[..n]);
-        out.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    out.flush().unwrap();
+    avail_testkit::random_file(path, len, seed).unwrap();
 }
 
 /// Pack `tree` into `out` (stored, level 0: the payload is random anyway).

@@ -13,7 +13,6 @@
 //! dropped, also when a scenario fails halfway.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -93,9 +92,9 @@ pub struct Cluster {
     pub work: tempfile::TempDir,
 }
 
-/// A port of 127.0.0.1 that was free a moment ago.
+/// `127.0.0.1:PORT` on a port that was free a moment ago.
 fn free_addr() -> Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+    Ok(format!("127.0.0.1:{}", crate::free_port()?))
 }
 
 /// Standard output of a command that must succeed; its error output otherwise.
@@ -279,7 +278,7 @@ impl Cluster {
                 .output(),
         )?;
         let data = tree.join("opt/hello-avail/data");
-        random_file(&data.join("payload.bin"), payload_mb << 20, 13)?;
+        crate::random_file(&data.join("payload.bin"), payload_mb << 20, 13)?;
         let sum = output_ok(
             "sha256sum",
             Command::new("sh")
@@ -543,25 +542,6 @@ pub fn psql(url: &str, sql: &str) -> Result<String> {
     )
 }
 
-/// Write `len` reproducible random bytes (xorshift64 from `seed`) to `path`.
-fn random_file(path: &Path, len: u64, seed: u64) -> Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut left = len;
-    while left > 0 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let bytes = x.to_le_bytes();
-        let n = left.min(8) as usize;
-        out.write_all(&bytes[..n])?;
-        left -= n as u64;
-    }
-    out.flush()?;
-    Ok(())
-}
-
 /// `avail client daemon` as root with its own state directory, socket and
 /// mount root under a temporary directory; stopped with SIGTERM (it unmounts
 /// what it mounted) when dropped, its mounts detached if it does not exit.
@@ -652,15 +632,12 @@ impl Drop for ClientDaemon {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        while matches!(child.try_wait(), Ok(None)) && started.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = crate::process::stop(
+            &mut child,
+            "TERM",
+            Duration::from_secs(20),
+            "avail client daemon",
+        );
         // Whatever is still mounted under the mount root is detached, so the
         // temporary directory can go.
         let root = self.dir.path().join("mnt");
