@@ -655,43 +655,17 @@ fn open(
     path: &Path,
     previous: Option<&Entry>,
 ) -> Result<Entry, StatusCode> {
-    // Every component is looked at with `lstat` before anything is opened.
-    // Without a symlink on the way, the file is inside the root by
-    // construction (the path has no `..`), and no further check is needed: the
-    // common case costs no more than the `stat` we need anyway. A FIFO or a
-    // device is refused before `open`, which could block on it or have side
-    // effects.
-    let mut at = root.to_path_buf();
-    let mut checked = None;
-    for component in rel.components() {
-        at.push(component);
-        let meta = std::fs::symlink_metadata(&at).map_err(|e| open_error(&e))?;
-        if meta.file_type().is_symlink() {
-            checked = None;
-            break;
+    // A file replaced by `rename` between the check and the `open` (the store's
+    // normal way of updating a file) is checked again: a few attempts, since
+    // each one needs a replacement to land in a window of a few syscalls.
+    let mut attempts = 0;
+    let (file, meta) = loop {
+        match open_checked(root, rel, path)? {
+            Some(opened) => break opened,
+            None if attempts < SWAP_RETRIES => attempts += 1,
+            None => return Err(StatusCode::NOT_FOUND),
         }
-        checked = Some(meta);
-    }
-    let through_symlink = checked.is_none();
-    let before = match checked {
-        Some(meta) => meta,
-        None => std::fs::metadata(path).map_err(|e| open_error(&e))?,
     };
-    if !before.is_file() {
-        return Err(StatusCode::NOT_FOUND);
-    }
-    let file = File::open(path).map_err(|e| open_error(&e))?;
-    let meta = file.metadata().map_err(|e| internal(&e))?;
-    // The same (device, inode) as checked: whatever was renamed or swapped in
-    // between, the file opened is the one that was found inside the root.
-    if !meta.is_file() || meta.ino() != before.ino() || meta.dev() != before.dev() {
-        return Err(StatusCode::NOT_FOUND);
-    }
-    // Through a symlink, only where the file really is can tell.
-    if through_symlink && !resolves_inside(&file, path, root) {
-        return Err(StatusCode::NOT_FOUND);
-    }
-
     let identity = Identity::of(&meta);
     let data = match previous {
         Some(previous) if previous.identity == identity => previous.data.clone(),
@@ -726,6 +700,56 @@ fn open(
         checked: Instant::now(),
         used: AtomicU64::new(0),
     })
+}
+
+/// How often [`open`] checks a path again whose file was swapped between its
+/// check and its `open`.
+const SWAP_RETRIES: u32 = 4;
+
+/// Checks `path` (`root/rel`) and opens it: the open file and its metadata, or
+/// `None` when the file opened is not the one checked (swapped in between).
+fn open_checked(
+    root: &Path,
+    rel: &Path,
+    path: &Path,
+) -> Result<Option<(File, std::fs::Metadata)>, StatusCode> {
+    // Every component is looked at with `lstat` before anything is opened.
+    // Without a symlink on the way, the file is inside the root by
+    // construction (the path has no `..`), and no further check is needed: the
+    // common case costs no more than the `stat` we need anyway. A FIFO or a
+    // device is refused before `open`, which could block on it or have side
+    // effects.
+    let mut at = root.to_path_buf();
+    let mut checked = None;
+    for component in rel.components() {
+        at.push(component);
+        let meta = std::fs::symlink_metadata(&at).map_err(|e| open_error(&e))?;
+        if meta.file_type().is_symlink() {
+            checked = None;
+            break;
+        }
+        checked = Some(meta);
+    }
+    let through_symlink = checked.is_none();
+    let before = match checked {
+        Some(meta) => meta,
+        None => std::fs::metadata(path).map_err(|e| open_error(&e))?,
+    };
+    if !before.is_file() {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let file = File::open(path).map_err(|e| open_error(&e))?;
+    let meta = file.metadata().map_err(|e| internal(&e))?;
+    // The same (device, inode) as checked: whatever was renamed or swapped in
+    // between, the file opened is the one that was found inside the root.
+    if !meta.is_file() || meta.ino() != before.ino() || meta.dev() != before.dev() {
+        return Ok(None);
+    }
+    // Through a symlink, only where the file really is can tell.
+    if through_symlink && !resolves_inside(&file, path, root) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Some((file, meta)))
 }
 
 /// Maps the first `len` bytes of `file` (its length when checked), read-only
