@@ -712,7 +712,7 @@ fn open_checked(
     root: &Path,
     rel: &Path,
     path: &Path,
-) -> Result<Option<(File, std::fs::Metadata)>, StatusCode> {
+) -> Result<Option<(File, Metadata)>, StatusCode> {
     // Every component is looked at with `lstat` before anything is opened.
     // Without a symlink on the way, the file is inside the root by
     // construction (the path has no `..`), and no further check is needed: the
