@@ -24,7 +24,9 @@
 //! in the sorted order of its package name, so the same version always gets
 //! the same numbers. A version never changes, so attributes and entries are
 //! given a long TTL ([`TTL`]) and files are opened with `FOPEN_KEEP_CACHE`:
-//! the kernel page cache keeps what was read across opens.
+//! the kernel page cache keeps what was read across opens. As root, the
+//! mount's read-ahead is raised to [`READ_AHEAD_KB`], so that a sequential
+//! read comes to the daemon in 1 MiB requests rather than 128 KiB ones.
 //!
 //! The mount is read-only (`ro`); an `open` for writing is refused with
 //! `EROFS` (the kernel refuses it first, since the mount is `ro`). Requests
@@ -578,10 +580,37 @@ pub fn mount(
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    raise_read_ahead(mountpoint);
     Ok(Mount {
         session: Some(session),
         mountpoint: mountpoint.to_owned(),
     })
+}
+
+/// The kernel's read-ahead on a mount, in KiB: how much one sequential read
+/// asks of the filesystem at a time. The kernel offers 128 KiB at `INIT` and
+/// a filesystem cannot raise it there; 1 MiB — the largest FUSE read with
+/// `max_pages` at its limit of 256 pages, which `fuser` asks for — turns a
+/// sequential read's 128 KiB requests into 1 MiB ones, a quarter to an eighth
+/// of the round trips through the daemon.
+const READ_AHEAD_KB: u64 = 1024;
+
+/// Raises the mount's read-ahead to [`READ_AHEAD_KB`] through its backing
+/// device's `/sys/class/bdi/MAJOR:MINOR/read_ahead_kb` (root only; a mount
+/// made by another user keeps the kernel's default, logged).
+fn raise_read_ahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let result = std::fs::metadata(mountpoint).and_then(|meta| {
+        let dev = meta.dev();
+        let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+        std::fs::write(
+            format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
+            READ_AHEAD_KB.to_string(),
+        )
+    });
+    if let Err(e) = result {
+        tracing::debug!(mountpoint = %mountpoint.display(), error = %e, "the kernel's read-ahead stays at its default");
+    }
 }
 
 /// Unmounts every FUSE filesystem mounted at or under `root` (lazily, so a

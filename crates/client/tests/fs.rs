@@ -86,6 +86,24 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.to_str().unwrap()))
 }
 
+/// The kernel read-ahead (KiB) of the filesystem mounted on `dir`, from its
+/// `MAJOR:MINOR` in `/proc/self/mountinfo`.
+fn read_ahead_kb(dir: &Path) -> u64 {
+    let dir = dir.canonicalize().unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let device = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&dir.to_str().unwrap()))
+        .map(|f| f[2].to_owned())
+        .expect("the mount is in mountinfo");
+    fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn require_fuse() {
     assert!(
         Path::new("/dev/fuse").exists(),
@@ -257,6 +275,13 @@ async fn fs_drop_unmounts() {
     tokio::task::spawn_blocking(move || {
         let mount = mount(reader, &mnt, &MountOptions::default()).expect("mounting");
         assert!(is_mounted(&mnt));
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(
+                read_ahead_kb(&mnt),
+                1024,
+                "the mount's read-ahead is raised"
+            );
+        }
         assert_eq!(names(&mnt), ["opt", "usr"]);
         assert_eq!(
             fs::read(mnt.join("opt/app/readme.txt")).unwrap(),
