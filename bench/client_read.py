@@ -381,6 +381,16 @@ http {{
                 time.sleep(0.05)
         raise RuntimeError("nginx did not start")
 
+    def cpu(self):
+        """CPU seconds of the master and its workers."""
+        pids = [self.process.pid]
+        try:
+            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return sum(process_cpu(p) for p in pids)
+
     def log_size(self):
         return os.path.getsize(self.access_log)
 
@@ -681,7 +691,7 @@ def bench(avail_src, nginx_bin, work):
     # (c) cold: empty block cache, fresh mount, blocks from nginx.
     print(f"(c) cold sequential read, {ROUNDS} round(s)")
     cold = {"avail": [], "curl": [], "ratio": [], "fetched": [], "mount": [], "cpu": [],
-            "requests": []}
+            "requests": [], "reader_cpu": [], "nginx_cpu": []}
     for rnd in range(ROUNDS):
         def avail_cold():
             client.restart_empty()
@@ -690,8 +700,12 @@ def bench(avail_src, nginx_bin, work):
             cold["mount"].append(time.perf_counter() - started)
             since = nginx.log_size()
             cpu = process_cpu(client.process.pid)
+            reader_cpu = process_cpu(os.getpid())
+            nginx_cpu = nginx.cpu()
             t = seq_read(row["mount"], tree)
             cold["cpu"].append(process_cpu(client.process.pid) - cpu)
+            cold["reader_cpu"].append(process_cpu(os.getpid()) - reader_cpu)
+            cold["nginx_cpu"].append(nginx.cpu() - nginx_cpu)
             cold["fetched"].append(nginx.bytes_sent(since, vid)[0])
             cold["requests"].append(nginx.bytes_sent(since, vid)[1])
             return t
@@ -711,7 +725,8 @@ def bench(avail_src, nginx_bin, work):
         print(f"round {rnd + 1}: avail {mbps(appv_bytes, a):6.0f} MB/s of package "
               f"({mbps(tree.bytes, a):.0f} MB/s of tree; mount {cold['mount'][-1]:.2f} s; "
               f"fetched {cold['fetched'][-1] / appv_bytes:.3f}x the file in {cold['requests'][-1]} "
-              f"requests; daemon CPU {cold['cpu'][-1]:.2f} s) | curl "
+              f"requests; CPU: daemon {cold['cpu'][-1]:.2f} s, reader {cold['reader_cpu'][-1]:.2f} s, "
+              f"nginx {cold['nginx_cpu'][-1]:.2f} s) | curl "
               f"{mbps(appv_bytes, c):6.0f} MB/s | {c / a:.2f}x", flush=True)
     if COLD_ONLY:
         print(f"(c) cold sequential via nginx: {spread(cold['ratio'])} (goal >= 0.70x)")
