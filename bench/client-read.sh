@@ -7,7 +7,8 @@
 #      blocks from nginx over loopback, against curl of the package file;
 #  (d) the bytes nginx sends for an upgrade with one 1 MiB file changed.
 # Runs as root (FUSE mounts, the client daemon). Builds `avail` (release),
-# installs squashfuse, squashfs-tools, nginx, curl and fuse3 when missing, and
+# installs squashfuse, squashfs-tools, nginx, curl, openssl and fuse3 when
+# missing, and
 # runs bench/client_read.py in a temporary directory, which this script
 # unmounts, kills and removes on exit, failure included.
 #
@@ -34,6 +35,7 @@ command -v squashfuse >/dev/null || need+=(squashfuse)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
