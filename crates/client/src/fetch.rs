@@ -651,8 +651,9 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((a, b, total))
 }
 
-/// A reqwest error with its causes (reqwest's own message hides "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes on one line (reqwest's own message hides
+/// "connection refused").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

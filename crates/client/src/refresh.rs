@@ -25,7 +25,6 @@
 //! the URLs configured.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -320,14 +319,7 @@ impl Refresher {
         if e.is_timeout() {
             return format!("no answer within {:?}", self.timeout);
         }
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        crate::fetch::error_chain(e)
     }
 }
 
