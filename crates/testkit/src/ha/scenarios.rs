@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::cluster::{Cluster, PACKAGE, output_ok, path, psql};
 use super::load::{Load, Tally};
+use crate::AvailNode;
 
 /// The example SetReport body (MS-VAPR §3.2) every report post sends.
 const SET_REPORT: &str = include_str!("../../../server/tests/fixtures/reporting/SetReport.xml");
@@ -180,6 +181,16 @@ fn settle() -> Result<()> {
     super::check_interrupted()
 }
 
+/// One injection of a node kill under running load: the load runs 0.7 s,
+/// the node is SIGKILLed, restarted 0.5 s later, and the cluster settles.
+fn kill_under_load(node: &mut AvailNode) -> Result<()> {
+    std::thread::sleep(Duration::from_millis(700));
+    node.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    node.restart()?;
+    settle()
+}
+
 /// (b) publishing refresh and a launch, then (c) a publishing node killed
 /// while refreshes run back to back.
 pub fn publishing_node_killed(cluster: &mut Cluster, injections: usize) -> Result<Scenario> {
@@ -197,12 +208,7 @@ pub fn publishing_node_killed(cluster: &mut Cluster, injections: usize) -> Resul
     load.spawn("refresh", Duration::ZERO, syncer(cluster));
     for i in 0..injections {
         super::check_interrupted()?;
-        std::thread::sleep(Duration::from_millis(700));
-        let node = &mut cluster.publishing[i % 2];
-        node.kill();
-        std::thread::sleep(Duration::from_millis(500));
-        node.restart()?;
-        settle()?;
+        kill_under_load(&mut cluster.publishing[i % 2])?;
     }
     s.add(load.finish(), true);
     Ok(s)
@@ -559,12 +565,7 @@ pub fn reporting_node_killed(cluster: &mut Cluster, injections: usize) -> Result
     for i in 0..injections {
         super::check_interrupted()?;
         eprintln!("ha: (f) reporting node killed, {}/{injections}", i + 1);
-        std::thread::sleep(Duration::from_millis(700));
-        let node = &mut cluster.reporting[i % 2];
-        node.kill();
-        std::thread::sleep(Duration::from_millis(500));
-        node.restart()?;
-        settle()?;
+        kill_under_load(&mut cluster.reporting[i % 2])?;
     }
     s.add(load.finish(), true);
     if let Some(op) = s.operations.iter_mut().find(|o| o.name == "report") {
